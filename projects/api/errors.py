@@ -1,0 +1,73 @@
+"""Every error body is `{"detail": <a sentence>, "code": <a word>}` (+ `fields`, + `status`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from projects.lifecycle import Conflict
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Conflict):
+        return Response(
+            {"detail": exc.message, "code": "conflict", "status": exc.status}, status=409
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = _validation_body(exc.detail)
+    elif isinstance(exc, exceptions.APIException):
+        response.data = {"detail": str(exc.detail), "code": _code_of(exc)}
+    return response
+
+
+def _code_of(exc: exceptions.APIException) -> str:
+    code = getattr(exc.detail, "code", None) or exc.default_code
+    return {"not_found": "not_found"}.get(code, code)
+
+
+def _validation_body(detail: Any) -> dict[str, Any]:
+    if not isinstance(detail, dict):
+        detail = {"non_field_errors": detail if isinstance(detail, list) else [detail]}
+    fields = {name: _messages(errors) for name, errors in detail.items()}
+    first_field, first_messages = next(iter(fields.items()))
+    sentence = first_messages[0] if first_messages else "This value is invalid."
+    if first_field != "non_field_errors":
+        sentence = f"{first_field}: {sentence}"
+    if len(fields) > 1:
+        sentence += f" (and {len(fields) - 1} more field{'s' if len(fields) > 2 else ''} to fix)"
+    return {"detail": sentence, "code": "invalid", "fields": fields}
+
+
+def _messages(errors: Any) -> list[str]:
+    if isinstance(errors, dict):
+        return [f"{key}: {message}" for key, value in errors.items() for message in _messages(value)]
+    if isinstance(errors, list):
+        return [message for error in errors for message in _messages(error)]
+    return [str(errors)]
+
+
+def _json_error(status: int, detail: str, code: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:
+    if request.path.startswith(("/api/", "/v1/")):
+        return _json_error(404, "There is nothing at this address.", "not_found")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> Any:
+    if request.path.startswith(("/api/", "/v1/")):
+        return _json_error(500, "Something went wrong on our side; please try again.", "server_error")
+    from django.views.defaults import server_error as html_server_error
+
+    return html_server_error(request)

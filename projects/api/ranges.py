@@ -1,0 +1,65 @@
+"""Serving a file with HTTP Range support, so a <video> element can seek."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+CHUNK = 64 * 1024
+
+
+def ranged_file_response(
+    request: HttpRequest, path: Path, content_type: str, filename: str
+) -> HttpResponse | FileResponse | StreamingHttpResponse:
+    size = path.stat().st_size
+    header = request.headers.get("Range", "").strip()
+    span = _parse(header, size) if header else None
+    if header and span is None:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    if span is None:
+        response = FileResponse(path.open("rb"), content_type=content_type, filename=filename)
+    else:
+        start, end = span
+        response = StreamingHttpResponse(
+            _read(path, start, end - start + 1), status=206, content_type=content_type
+        )
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+        response["Content-Disposition"] = f'inline; filename="{filename}"'
+    response["Accept-Ranges"] = "bytes"
+    return response
+
+
+def _parse(header: str, size: int) -> tuple[int, int] | None:
+    """One `bytes=a-b` range as inclusive offsets; None when it cannot be satisfied."""
+    match = RANGE.match(header)
+    if match is None or size == 0:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        return (max(size - length, 0), size - 1) if length > 0 else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        file.seek(start)
+        while length > 0:
+            chunk = file.read(min(CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk

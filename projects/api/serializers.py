@@ -1,0 +1,105 @@
+"""Input serializers validate; output serializers describe (the bodies come from the model's dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from projects.models import AspectRatio, Status, Step
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo or a read-only field is an error, not a no-op."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["This field is not accepted here."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class BriefSerializer(StrictSerializer):
+    title = serializers.CharField(max_length=200)
+    brief = serializers.CharField(min_length=10, max_length=2000)
+    aspectRatio = serializers.ChoiceField(
+        choices=AspectRatio.choices, source="aspect_ratio", default=AspectRatio.WIDE
+    )
+    sceneCount = serializers.IntegerField(
+        min_value=1, max_value=12, source="scene_count", default=4
+    )
+    secondsPerScene = serializers.IntegerField(
+        min_value=2, max_value=10, source="seconds_per_scene", default=4
+    )
+    style = serializers.CharField(max_length=100, allow_blank=True, default="")
+
+
+class SceneSerializer(StrictSerializer):
+    index = serializers.IntegerField(min_value=0)
+    narration = serializers.CharField(max_length=1000)
+    visual = serializers.CharField(max_length=1000)
+    seconds = serializers.FloatField(min_value=1, max_value=20)
+
+
+class ScriptSerializer(StrictSerializer):
+    title = serializers.CharField(max_length=200)
+    scenes = SceneSerializer(many=True, allow_empty=False, max_length=12)
+
+    def validate_scenes(self, scenes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if [scene["index"] for scene in scenes] != list(range(len(scenes))):
+            raise serializers.ValidationError("Scene indexes must run 0, 1, 2, … in order.")
+        return scenes
+
+
+class ScriptEditSerializer(StrictSerializer):
+    scriptData = ScriptSerializer()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
+    status = serializers.ChoiceField(choices=Status.choices, required=False)
+
+
+class JobErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class StatusSerializer(serializers.Serializer):
+    """The status object (API.md); bodies come from `VideoProject.to_status_dict`."""
+
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    progressMessage = serializers.CharField()
+    currentStep = serializers.ChoiceField(choices=Step.choices, allow_null=True)
+    completedSteps = serializers.IntegerField()
+    totalSteps = serializers.IntegerField()
+    scriptData = ScriptSerializer(allow_null=True)
+    videoUrl = serializers.CharField(allow_null=True)
+    error = JobErrorSerializer(allow_null=True)
+    attempt = serializers.IntegerField()
+    version = serializers.IntegerField()
+    createdAt = serializers.DateTimeField()
+    updatedAt = serializers.DateTimeField()
+    startedAt = serializers.DateTimeField(allow_null=True)
+    completedAt = serializers.DateTimeField(allow_null=True)
+    notified = serializers.BooleanField()
+
+
+class ProjectSerializer(StatusSerializer):
+    """A project: its brief and its status object; bodies come from `VideoProject.to_dict`."""
+
+    title = serializers.CharField()
+    brief = serializers.CharField()
+    aspectRatio = serializers.ChoiceField(choices=AspectRatio.choices)
+    sceneCount = serializers.IntegerField()
+    secondsPerScene = serializers.IntegerField()
+    style = serializers.CharField()

@@ -1,0 +1,276 @@
+"""One thin view per operation: validate, call the lifecycle, shape the answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.http import FileResponse, HttpResponse, HttpResponseBase
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status as http
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from projects import lifecycle
+from projects.api.ranges import ranged_file_response
+from projects.api.serializers import (
+    BriefSerializer,
+    ErrorSerializer,
+    ProjectSerializer,
+    ScriptEditSerializer,
+    StatusSerializer,
+)
+from projects.models import Step, VideoProject
+from projects.pipeline import preview_path
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid input; nothing was changed."),
+    401: OpenApiResponse(ErrorSerializer, description="Not signed in."),
+    404: OpenApiResponse(ErrorSerializer, description="No such project of yours."),
+}
+CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="The status does not allow it.")}
+
+
+def get_owned_project(request: Request, project_id: Any) -> VideoProject:
+    """The caller's project, or 404 — the same 404 for someone else's and for none at all."""
+    project = VideoProject.objects.owned_by(request.user).filter(pk=project_id).first()
+    if project is None:
+        raise NotFound("No project with this id belongs to you.")
+    return project
+
+
+class ProjectPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "pageSize"
+    max_page_size = 100
+
+
+class ProjectsView(APIView):
+    @extend_schema(
+        operation_id="list_projects",
+        summary="Your projects, newest first",
+        responses={200: ProjectSerializer(many=True), 401: ERRORS[401]},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = ProjectPagination()
+        page = paginator.paginate_queryset(
+            VideoProject.objects.owned_by(request.user).order_by("-created_at"), request, self
+        )
+        return paginator.get_paginated_response([project.to_dict() for project in page])
+
+    @extend_schema(
+        operation_id="create_project",
+        summary="Create a project from a brief",
+        request=BriefSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Repeat a create safely: the same key and body answer the same project.",
+            )
+        ],
+        responses={201: ProjectSerializer, 422: ErrorSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        brief = BriefSerializer(data=request.data)
+        brief.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key:
+            project = lifecycle.create_project(request.user, brief.validated_data)
+            return Response(project.to_dict(), status=http.HTTP_201_CREATED)
+        return self._create_once(request, key, brief.validated_data)
+
+    def _create_once(self, request: Request, key: str, fields: dict[str, Any]) -> Response:
+        if len(key) > 200:
+            raise ValidationError({"Idempotency-Key": ["Use a key of at most 200 characters."]})
+        fingerprint = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        mine = VideoProject.objects.owned_by(request.user)
+        try:
+            project = mine.filter(idempotency_key=key).first() or lifecycle.create_project(
+                request.user, fields, idempotency_key=key, idempotency_fingerprint=fingerprint
+            )
+        except IntegrityError:
+            # A concurrent request with the same key created it a moment ago.
+            project = mine.get(idempotency_key=key)
+        if project.idempotency_fingerprint != fingerprint:
+            return Response(
+                {
+                    "detail": "This Idempotency-Key was already used with a different request body.",
+                    "code": "idempotency_key_reused",
+                },
+                status=http.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        return Response(project.to_dict(), status=http.HTTP_201_CREATED)
+
+
+class ProjectView(APIView):
+    @extend_schema(
+        operation_id="get_project", responses={200: ProjectSerializer, **ERRORS}
+    )
+    def get(self, request: Request, project_id: Any) -> Response:
+        return Response(get_owned_project(request, project_id).to_dict())
+
+    @extend_schema(
+        operation_id="edit_project",
+        summary="Edit the brief (while DRAFT or FAILED)",
+        request=BriefSerializer(partial=True),
+        responses={200: ProjectSerializer, **ERRORS, **CONFLICT},
+    )
+    def patch(self, request: Request, project_id: Any) -> Response:
+        project = get_owned_project(request, project_id)
+        brief = BriefSerializer(data=request.data, partial=True)
+        brief.is_valid(raise_exception=True)
+        if brief.validated_data:
+            project = lifecycle.edit_brief(project, brief.validated_data)
+        return Response(project.to_dict())
+
+
+class ScriptView(APIView):
+    @extend_schema(
+        operation_id="start_script",
+        summary="Start writing the script",
+        request=None,
+        responses={202: StatusSerializer, **ERRORS, **CONFLICT},
+    )
+    def post(self, request: Request, project_id: Any) -> Response:
+        project = lifecycle.start_job(get_owned_project(request, project_id), Step.SCRIPT)
+        return Response(project.to_status_dict(), status=http.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        operation_id="edit_script",
+        summary="Edit the script (while DRAFT)",
+        request=ScriptEditSerializer,
+        responses={200: StatusSerializer, **ERRORS, **CONFLICT},
+    )
+    def patch(self, request: Request, project_id: Any) -> Response:
+        project = get_owned_project(request, project_id)
+        edit = ScriptEditSerializer(data=request.data)
+        edit.is_valid(raise_exception=True)
+        project = lifecycle.edit_script(project, edit.validated_data["scriptData"])
+        return Response(project.to_status_dict())
+
+
+class RenderView(APIView):
+    @extend_schema(
+        operation_id="start_render",
+        summary="Start rendering the video (needs a script)",
+        request=None,
+        responses={202: StatusSerializer, **ERRORS, **CONFLICT},
+    )
+    def post(self, request: Request, project_id: Any) -> Response:
+        project = lifecycle.start_job(get_owned_project(request, project_id), Step.RENDER)
+        return Response(project.to_status_dict(), status=http.HTTP_202_ACCEPTED)
+
+
+class CancelView(APIView):
+    @extend_schema(
+        operation_id="cancel_job",
+        summary="Cancel the running job; the project returns to DRAFT",
+        request=None,
+        responses={202: StatusSerializer, **ERRORS, **CONFLICT},
+    )
+    def post(self, request: Request, project_id: Any) -> Response:
+        project = lifecycle.cancel(get_owned_project(request, project_id))
+        return Response(project.to_status_dict(), status=http.HTTP_202_ACCEPTED)
+
+
+class StatusView(APIView):
+    @extend_schema(
+        operation_id="get_status",
+        summary="The status object; send If-None-Match for a bodiless 304 when nothing changed",
+        parameters=[OpenApiParameter("If-None-Match", location=OpenApiParameter.HEADER)],
+        responses={
+            200: StatusSerializer,
+            304: OpenApiResponse(description="Not modified since the ETag you sent."),
+            **ERRORS,
+        },
+    )
+    def get(self, request: Request, project_id: Any) -> HttpResponseBase:
+        project = get_owned_project(request, project_id)
+        etag = f'"{project.pk}-{project.version}"'
+        if _etag_matches(request.headers.get("If-None-Match", ""), etag):
+            response: HttpResponseBase = HttpResponse(status=http.HTTP_304_NOT_MODIFIED)
+        else:
+            response = Response(project.to_status_dict())
+        response["ETag"] = etag
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in tags or "*" in tags
+
+
+class UnfinishedView(APIView):
+    @extend_schema(
+        operation_id="list_unfinished",
+        summary="Your projects in progress, in DRAFT, or finished but not yet notified",
+        responses={200: StatusSerializer(many=True), 401: ERRORS[401]},
+    )
+    def get(self, request: Request) -> Response:
+        projects = VideoProject.objects.owned_by(request.user).unfinished().order_by("-created_at")
+        return Response([project.to_status_dict() for project in projects[:100]])
+
+
+class NotifiedView(APIView):
+    @extend_schema(
+        operation_id="mark_notified",
+        summary="Mark the finished job as told to its owner (idempotent)",
+        request=None,
+        responses={200: StatusSerializer, **ERRORS, **CONFLICT},
+    )
+    def post(self, request: Request, project_id: Any) -> Response:
+        project = lifecycle.mark_notified(get_owned_project(request, project_id))
+        return Response(project.to_status_dict())
+
+
+class VideoView(APIView):
+    @extend_schema(
+        operation_id="download_video",
+        summary="The rendered MP4 (Range requests answer 206)",
+        responses={
+            (200, "video/mp4"): OpenApiResponse(description="The whole video."),
+            (206, "video/mp4"): OpenApiResponse(description="The requested byte range."),
+            404: ERRORS[404],
+            416: OpenApiResponse(description="The range lies outside the file."),
+        },
+    )
+    def get(self, request: Request, project_id: Any) -> HttpResponseBase:
+        project = get_owned_project(request, project_id)
+        if project.video_url is None:
+            raise NotFound("This project has no rendered video yet.")
+        path = Path(settings.MEDIA_ROOT) / project.video.name
+        if not path.is_file():
+            raise NotFound("The video file is missing; render the project again.")
+        filename = f"{_slug(project.title)}.mp4"
+        return ranged_file_response(request, path, "video/mp4", filename)
+
+
+class ScenePreviewView(APIView):
+    @extend_schema(
+        operation_id="scene_preview",
+        summary="A scene's animated preview (WebP), drawn while the script was written",
+        responses={(200, "image/webp"): OpenApiResponse(description="Animated WebP."), 404: ERRORS[404]},
+    )
+    def get(self, request: Request, project_id: Any, index: int) -> HttpResponseBase:
+        project = get_owned_project(request, project_id)
+        path = preview_path(project.pk, index)
+        if not path.is_file():
+            raise NotFound("This scene has no preview.")
+        response = FileResponse(path.open("rb"), content_type="image/webp")
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
+def _slug(title: str) -> str:
+    kept = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+    return "-".join(part for part in kept.split("-") if part)[:60] or "video"

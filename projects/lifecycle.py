@@ -1,0 +1,313 @@
+"""Every change of a project's status, each one a compare-and-set through `progress.write`.
+
+    DRAFT ──start_script──▶ GENERATING_SCRIPT ──finish_script──▶ DRAFT (with a script)
+    DRAFT ──start_render──▶ RENDERING ──finish_render──▶ COMPLETED
+    running ──fail──▶ FAILED          running ──cancel──▶ DRAFT (nothing lost)
+    FAILED / COMPLETED ──start_*──▶ running again
+
+Two requests, two workers or a redelivered task racing on one project: the
+update's WHERE clause lets exactly one of them win; the others see a row
+count of 0 and answer 409 or step aside.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from projects import progress
+from projects.models import RUNNING_STATUSES, EventKind, Status, Step, VideoProject
+
+logger = logging.getLogger(__name__)
+
+STARTABLE = (Status.DRAFT, Status.FAILED, Status.COMPLETED)
+EDITABLE = (Status.DRAFT, Status.FAILED)
+TASK_FOR_STEP = {
+    Step.SCRIPT: "projects.tasks.generate_script",
+    Step.RENDER: "projects.tasks.render_video",
+}
+STATUS_FOR_STEP = {Step.SCRIPT: Status.GENERATING_SCRIPT, Step.RENDER: Status.RENDERING}
+# A queued job nobody claimed for this long is enqueued again: a broker
+# without acknowledgements (Redis) can lose a task whose worker died.
+UNCLAIMED_AFTER = timedelta(minutes=5)
+
+
+class Conflict(Exception):
+    """The project's status does not allow the action."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _status_event() -> list[progress.Event]:
+    return [(EventKind.STATUS, {})]
+
+
+def _current_status(project_id: Any) -> str:
+    return VideoProject.objects.filter(pk=project_id).values_list("status", flat=True).get()
+
+
+def _enqueue(step: Step, project_id: Any) -> None:
+    transaction.on_commit(partial(async_task, TASK_FOR_STEP[step], str(project_id)))
+
+
+# --- what people do ----------------------------------------------------------
+
+
+def create_project(owner: Any, brief_fields: dict[str, Any], **extra: Any) -> VideoProject:
+    """A new draft; its log opens with its first status event (seq 1)."""
+    with transaction.atomic():
+        project = VideoProject.objects.create(owner=owner, **brief_fields, **extra)
+        created = progress.write(project.pk, expect=Q(), fields={}, events=_status_event())
+    assert created is not None
+    return created
+
+
+def start_job(project: VideoProject, step: Step) -> VideoProject:
+    """Queue the script or render job; exactly one of many concurrent starts wins."""
+    expect = Q(status__in=STARTABLE)
+    if step == Step.RENDER:
+        expect &= Q(script_data__isnull=False)
+    with transaction.atomic():
+        started = progress.write(
+            project.pk,
+            expect=expect,
+            fields={
+                "status": STATUS_FOR_STEP[step],
+                "progress": 0,
+                "progress_message": "Queued",
+                "current_step": step,
+                "completed_steps": 0,
+                "total_steps": 0,
+                "attempt": 1,
+                "error_code": "",
+                "error_message": "",
+                "lease_owner": "",
+                "lease_expires_at": None,
+                "started_at": timezone.now(),
+                "completed_at": None,
+                "notified": False,
+            },
+            events=_status_event(),
+        )
+        if started is None:
+            status = _current_status(project.pk)
+            if status in STARTABLE:
+                raise Conflict("Write the script before rendering the video.", status)
+            raise Conflict(_busy_message(status), status)
+        _enqueue(step, project.pk)
+    return started
+
+
+def cancel(project: VideoProject) -> VideoProject:
+    """Stop the running job; the project goes back to DRAFT with its brief and script intact."""
+    cancelled = progress.write(
+        project.pk,
+        expect=Q(status__in=RUNNING_STATUSES),
+        fields={
+            "status": Status.DRAFT,
+            "progress_message": "Cancelled",
+            "lease_owner": "",
+            "lease_expires_at": None,
+        },
+        events=_status_event(),
+    )
+    if cancelled is None:
+        raise Conflict("There is no running job to cancel.", _current_status(project.pk))
+    return cancelled
+
+
+def mark_notified(project: VideoProject) -> VideoProject:
+    """The owner has been told the last job finished. Saying it twice changes nothing."""
+    if project.notified and not project.is_running:
+        return project
+    told = progress.write(
+        project.pk,
+        expect=~Q(status__in=RUNNING_STATUSES) & Q(notified=False),
+        fields={"notified": True},
+        events=_status_event(),
+    )
+    if told is not None:
+        return told
+    current = VideoProject.objects.get(pk=project.pk)
+    if current.is_running:
+        raise Conflict("The job is still running; there is nothing to be told yet.", current.status)
+    return current
+
+
+def edit_brief(project: VideoProject, changes: dict[str, Any]) -> VideoProject:
+    edited = progress.write(
+        project.pk, expect=Q(status__in=EDITABLE), fields=changes, events=_status_event()
+    )
+    if edited is None:
+        status = _current_status(project.pk)
+        raise Conflict(f"The brief can be edited only in a draft or failed project ({status}).", status)
+    return edited
+
+
+def edit_script(project: VideoProject, script_data: dict[str, Any]) -> VideoProject:
+    edited = progress.write(
+        project.pk,
+        expect=Q(status=Status.DRAFT),
+        fields={"script_data": script_data},
+        events=_status_event(),
+    )
+    if edited is None:
+        status = _current_status(project.pk)
+        raise Conflict(f"The script can be edited only in a draft project ({status}).", status)
+    return edited
+
+
+def _busy_message(status: str) -> str:
+    if status == Status.GENERATING_SCRIPT:
+        return "The script is being written; wait for it or cancel it first."
+    if status == Status.RENDERING:
+        return "The video is rendering; wait for it or cancel it first."
+    return f"The project cannot start a job while it is {status}."
+
+
+# --- what workers do -----------------------------------------------------------
+
+
+def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
+    """Take the job for this worker, unless another live worker holds it or it is not queued."""
+    now = timezone.now()
+    return progress.write(
+        project_id,
+        expect=Q(status=STATUS_FOR_STEP[step])
+        & (Q(lease_owner="") | Q(lease_expires_at__lt=now)),
+        fields={
+            "lease_owner": lease_owner,
+            "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+            "progress_message": "Starting",
+        },
+        events=[(EventKind.LOG, {"line": f"Picked up by worker {lease_owner}"})],
+    )
+
+
+def next_attempt(project_id: Any, lease_owner: str, attempt: int, reason: str) -> bool:
+    """A transient failure: the same worker tries again. False if the job is no longer ours."""
+    return (
+        progress.write(
+            project_id,
+            expect=Q(status__in=RUNNING_STATUSES, lease_owner=lease_owner),
+            fields={"attempt": attempt, "progress_message": reason[:500]},
+            events=[(EventKind.LOG, {"line": reason}), (EventKind.PROGRESS, {})],
+        )
+        is not None
+    )
+
+
+def finish_script(project_id: Any, lease_owner: str, script_data: dict[str, Any]) -> bool:
+    return _finish(
+        project_id,
+        lease_owner,
+        Status.GENERATING_SCRIPT,
+        {"status": Status.DRAFT, "script_data": script_data, "progress_message": "Script ready"},
+    )
+
+
+def finish_render(project_id: Any, lease_owner: str, video_name: str) -> bool:
+    return _finish(
+        project_id,
+        lease_owner,
+        Status.RENDERING,
+        {"status": Status.COMPLETED, "video": video_name, "progress_message": "Video ready"},
+    )
+
+
+def _finish(project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]) -> bool:
+    finished = progress.write(
+        project_id,
+        expect=Q(status=running, lease_owner=lease_owner),
+        fields={
+            **fields,
+            "progress": 100,
+            "completed_steps": F("total_steps"),
+            "completed_at": timezone.now(),
+            "lease_owner": "",
+            "lease_expires_at": None,
+        },
+        events=_status_event(),
+    )
+    return finished is not None
+
+
+def fail(project_id: Any, lease_owner: str | None, code: str, message: str) -> bool:
+    """The job failed for good. `lease_owner=None` fails it whoever holds it (the sweeper)."""
+    expect = Q(status__in=RUNNING_STATUSES)
+    if lease_owner is not None:
+        expect &= Q(lease_owner=lease_owner)
+    failed = progress.write(
+        project_id,
+        expect=expect,
+        fields={
+            "status": Status.FAILED,
+            "error_code": code,
+            "error_message": message,
+            "progress_message": "Failed",
+            "completed_at": timezone.now(),
+            "lease_owner": "",
+            "lease_expires_at": None,
+        },
+        events=[(EventKind.ERROR, {"error": {"code": code, "message": message}}), *_status_event()],
+    )
+    return failed is not None
+
+
+def sweep_lost_jobs() -> int:
+    """Put back jobs whose worker died (lease ran out) or whose task was lost; returns how many."""
+    now = timezone.now()
+    lost = VideoProject.objects.running().filter(
+        Q(lease_owner__gt="", lease_expires_at__lt=now)
+        | Q(lease_owner="", updated_at__lt=now - UNCLAIMED_AFTER)
+    )
+    count = 0
+    for project in lost.only("pk", "status", "lease_owner", "attempt", "updated_at"):
+        count += _put_back(project, now)
+    return count
+
+
+def _put_back(project: VideoProject, now: Any) -> int:
+    step = Step.SCRIPT if project.status == Status.GENERATING_SCRIPT else Step.RENDER
+    same = Q(status=project.status, lease_owner=project.lease_owner, updated_at=project.updated_at)
+    if project.lease_owner and project.attempt >= settings.JOB_MAX_ATTEMPTS:
+        return int(
+            fail(
+                project.pk,
+                project.lease_owner,
+                "worker_lost",
+                f"The worker running this job stopped responding {project.attempt} times; "
+                "the job was stopped. Try again.",
+            )
+        )
+    attempt = project.attempt + 1 if project.lease_owner else project.attempt
+    reason = (
+        f"The worker stopped responding; trying again (attempt {attempt} of "
+        f"{settings.JOB_MAX_ATTEMPTS})"
+        if project.lease_owner
+        else "Queued again: no worker had picked the job up"
+    )
+    with transaction.atomic():
+        put_back = progress.write(
+            project.pk,
+            expect=same,
+            fields={"attempt": attempt, "lease_owner": "", "lease_expires_at": None,
+                    "progress_message": reason},
+            events=[(EventKind.LOG, {"line": reason}), (EventKind.PROGRESS, {})],
+        )
+        if put_back is None:
+            return 0
+        _enqueue(step, project.pk)
+    logger.warning("Put back project %s: %s", project.pk, reason)
+    return 1

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from projects.engines.base import ASPECT_SIZES
+
+
+class Status(models.TextChoices):
+    DRAFT = "DRAFT", "Draft"
+    GENERATING_SCRIPT = "GENERATING_SCRIPT", "Writing the script"
+    RENDERING = "RENDERING", "Rendering"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+
+
+RUNNING_STATUSES = (Status.GENERATING_SCRIPT, Status.RENDERING)
+
+
+class Step(models.TextChoices):
+    SCRIPT = "script", "Script"
+    RENDER = "render", "Render"
+
+
+class AspectRatio(models.TextChoices):
+    WIDE = "16:9", "16:9 (landscape)"
+    TALL = "9:16", "9:16 (portrait)"
+    SQUARE = "1:1", "1:1 (square)"
+
+
+assert set(AspectRatio.values) == set(ASPECT_SIZES)
+
+
+class VideoProjectQuerySet(models.QuerySet["VideoProject"]):
+    def owned_by(self, user: Any) -> VideoProjectQuerySet:
+        return self.filter(owner=user)
+
+    def unfinished(self) -> VideoProjectQuerySet:
+        """In progress, still a draft, or finished but not yet told to its owner."""
+        return self.filter(
+            Q(status__in=[*RUNNING_STATUSES, Status.DRAFT])
+            | Q(completed_at__isnull=False, notified=False)
+        )
+
+    def running(self) -> VideoProjectQuerySet:
+        return self.filter(status__in=RUNNING_STATUSES)
+
+
+class VideoProject(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="video_projects"
+    )
+    title = models.CharField(max_length=200)
+    brief = models.TextField()
+    aspect_ratio = models.CharField(
+        max_length=5, choices=AspectRatio.choices, default=AspectRatio.WIDE
+    )
+    scene_count = models.PositiveSmallIntegerField(default=4)
+    seconds_per_scene = models.PositiveSmallIntegerField(default=4)
+    style = models.CharField(max_length=100, blank=True, default="")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, editable=False)
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=500, blank=True, default="")
+    current_step = models.CharField(max_length=10, choices=Step.choices, null=True, blank=True)
+    completed_steps = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    script_data = models.JSONField(null=True, blank=True)
+    video = models.FileField(upload_to="videos/", blank=True, default="")
+    error_code = models.CharField(max_length=50, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    attempt = models.PositiveSmallIntegerField(default=0)
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveBigIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    notified = models.BooleanField(default=False)
+
+    objects = VideoProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "lease_expires_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="unique_idempotency_key_per_owner",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="progress_at_most_100"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in RUNNING_STATUSES
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        if self.status != Status.FAILED:
+            return None
+        return {"code": self.error_code, "message": self.error_message}
+
+    @property
+    def video_url(self) -> str | None:
+        if self.status != Status.COMPLETED or not self.video:
+            return None
+        return reverse("project-video", args=[self.pk])
+
+    def to_progress_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "progress": self.progress,
+            "progressMessage": self.progress_message,
+            "currentStep": self.current_step,
+            "completedSteps": self.completed_steps,
+            "totalSteps": self.total_steps,
+            "attempt": self.attempt,
+            "version": self.version,
+            "updatedAt": _iso(self.updated_at),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The project as API clients see it: its brief and its status object."""
+        return {
+            "title": self.title,
+            "brief": self.brief,
+            "aspectRatio": self.aspect_ratio,
+            "sceneCount": self.scene_count,
+            "secondsPerScene": self.seconds_per_scene,
+            "style": self.style,
+            **self.to_status_dict(),
+        }
+
+    def to_status_dict(self) -> dict[str, Any]:
+        """The status object of API.md: what every transport tells a client."""
+        return {
+            "id": str(self.pk),
+            **self.to_progress_dict(),
+            "scriptData": self.script_data,
+            "videoUrl": self.video_url,
+            "error": self.error,
+            "createdAt": _iso(self.created_at),
+            "startedAt": _iso(self.started_at),
+            "completedAt": _iso(self.completed_at),
+            "notified": self.notified,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class EventKind(models.TextChoices):
+    STATUS = "status", "Status"
+    PROGRESS = "progress", "Progress"
+    LOG = "log", "Log"
+    ERROR = "error", "Error"
+
+
+class ProgressEvent(models.Model):
+    """One entry of a project's ordered, durable event log; `seq` equals the project's version."""
+
+    project = models.ForeignKey(VideoProject, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=10, choices=EventKind.choices)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "seq"], name="unique_event_seq_per_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} #{self.seq} {self.kind}"

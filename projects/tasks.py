@@ -1,0 +1,17 @@
+"""django-q2 entry points: fetch by id, call the pipeline; nothing else."""
+
+from __future__ import annotations
+
+from projects import lifecycle, pipeline
+
+
+def generate_script(project_id: str) -> None:
+    pipeline.generate_script(project_id)
+
+
+def render_video(project_id: str) -> None:
+    pipeline.render(project_id)
+
+
+def sweep_lost_jobs() -> int:
+    return lifecycle.sweep_lost_jobs()
