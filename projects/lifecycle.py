@@ -151,7 +151,9 @@ def edit_brief(project: VideoProject, changes: dict[str, Any]) -> VideoProject:
     )
     if edited is None:
         status = _current_status(project.pk)
-        raise Conflict(f"The brief can be edited only in a draft or failed project ({status}).", status)
+        raise Conflict(
+            f"The brief can be edited only in a draft or failed project ({status}).", status
+        )
     return edited
 
 
@@ -184,8 +186,7 @@ def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
     now = timezone.now()
     return progress.write(
         project_id,
-        expect=Q(status=STATUS_FOR_STEP[step])
-        & (Q(lease_owner="") | Q(lease_expires_at__lt=now)),
+        expect=Q(status=STATUS_FOR_STEP[step]) & (Q(lease_owner="") | Q(lease_expires_at__lt=now)),
         fields={
             "lease_owner": lease_owner,
             "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
@@ -302,8 +303,12 @@ def _put_back(project: VideoProject, now: Any) -> int:
         put_back = progress.write(
             project.pk,
             expect=same,
-            fields={"attempt": attempt, "lease_owner": "", "lease_expires_at": None,
-                    "progress_message": reason},
+            fields={
+                "attempt": attempt,
+                "lease_owner": "",
+                "lease_expires_at": None,
+                "progress_message": reason,
+            },
             events=[(EventKind.LOG, {"line": reason}), (EventKind.PROGRESS, {})],
         )
         if put_back is None:

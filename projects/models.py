@@ -65,13 +65,15 @@ class VideoProject(models.Model):
     scene_count = models.PositiveSmallIntegerField(default=4)
     seconds_per_scene = models.PositiveSmallIntegerField(default=4)
     style = models.CharField(max_length=100, blank=True, default="")
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, editable=False)
-    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
+    idempotency_key = models.CharField(max_length=200, blank=True, default="", editable=False)
+    idempotency_fingerprint = models.CharField(
+        max_length=64, blank=True, default="", editable=False
+    )
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     progress = models.PositiveSmallIntegerField(default=0)
     progress_message = models.CharField(max_length=500, blank=True, default="")
-    current_step = models.CharField(max_length=10, choices=Step.choices, null=True, blank=True)
+    current_step = models.CharField(max_length=10, choices=Step.choices, blank=True, default="")
     completed_steps = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     script_data = models.JSONField(null=True, blank=True)
@@ -100,7 +102,7 @@ class VideoProject(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
+                condition=~Q(idempotency_key=""),
                 name="unique_idempotency_key_per_owner",
             ),
             models.CheckConstraint(condition=Q(progress__lte=100), name="progress_at_most_100"),
@@ -130,7 +132,7 @@ class VideoProject(models.Model):
             "status": self.status,
             "progress": self.progress,
             "progressMessage": self.progress_message,
-            "currentStep": self.current_step,
+            "currentStep": self.current_step or None,
             "completedSteps": self.completed_steps,
             "totalSteps": self.total_steps,
             "attempt": self.attempt,

@@ -85,7 +85,9 @@ def _run(project_id: Any, step: Step) -> None:
     lease_owner = _worker_name()
     project = lifecycle.claim(project_id, step, lease_owner)
     if project is None:
-        logger.info("Not running %s job of %s: not queued, or held by a live worker", step, project_id)
+        logger.info(
+            "Not running %s job of %s: not queued, or held by a live worker", step, project_id
+        )
         return
     try:
         job = _job_for(project, step, get_engine())
@@ -125,7 +127,7 @@ def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_own
                 project.pk,
                 lease_owner,
                 "timeout",
-                f"The {job.step} job ran past its time limit of {minutes:g} minutes and was stopped.",
+                f"The {job.step} job ran past its limit of {minutes:g} minutes and was stopped.",
             )
             return
         except TransientEngineError as error:
@@ -157,8 +159,7 @@ def _back_off(
     """Wait before the next attempt, still holding the lease and still cancellable."""
     delay = settings.JOB_RETRY_BACKOFF_SECONDS * 2 ** (attempt - 2)
     reason = (
-        f"{error} — trying again in {delay:g} s "
-        f"(attempt {attempt} of {settings.JOB_MAX_ATTEMPTS})"
+        f"{error} — trying again in {delay:g} s (attempt {attempt} of {settings.JOB_MAX_ATTEMPTS})"
     )
     if not lifecycle.next_attempt(project.pk, lease_owner, attempt, reason):
         return False
@@ -197,7 +198,8 @@ class ScriptJob:
         outline = self.engine.outline(self.spec, reporter.begin(0))
         if len(outline) != self.spec.scene_count:
             raise EngineError(
-                f"The engine planned {len(outline)} scenes, not the {self.spec.scene_count} asked for."
+                f"The engine planned {len(outline)} scenes, "
+                f"not the {self.spec.scene_count} asked for."
             )
         reporter.end_stage()
         scenes = []
@@ -239,11 +241,13 @@ class RenderJob:
                 Stage(f"scene-{index}", f"Rendering scene {index + 1} of {count}", scene.seconds)
                 for index, scene in enumerate(self.script.scenes)
             ),
-            Stage("compose", "Joining the scenes into one video", total_seconds * self.COMPOSE_SHARE),
+            Stage(
+                "compose", "Joining the scenes into one video", total_seconds * self.COMPOSE_SHARE
+            ),
         ]
 
     def clip_path(self, scene: Scene) -> Path:
-        """Named by what the clip shows, so an edited scene is never taken from an old checkpoint."""
+        """Named by what the clip shows: an edited scene never reuses an old checkpoint."""
         recipe = json.dumps(
             [self.engine.name, self.spec.aspect_ratio, self.spec.style, scene.to_dict()],
             sort_keys=True,

@@ -41,9 +41,8 @@ def write(
     """
     events = list(events)
     with transaction.atomic():
-        updated = (
-            VideoProject.objects.filter(expect, pk=project_id)
-            .update(**fields, version=F("version") + len(events), updated_at=timezone.now())
+        updated = VideoProject.objects.filter(expect, pk=project_id).update(
+            **fields, version=F("version") + len(events), updated_at=timezone.now()
         )
         if updated != 1:
             return None
@@ -77,7 +76,8 @@ def extend_lease(project_id: Any, lease_owner: str) -> bool:
     expires = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
     return (
         VideoProject.objects.filter(
-            pk=project_id, status__in=[Status.GENERATING_SCRIPT, Status.RENDERING],
+            pk=project_id,
+            status__in=[Status.GENERATING_SCRIPT, Status.RENDERING],
             lease_owner=lease_owner,
         ).update(lease_expires_at=expires)
         == 1
@@ -94,7 +94,7 @@ class JobCancelled(JobStopped):
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of a job as the person sees it ("Rendering scene 2 of 4"), and its share of the bar."""
+    """One step of a job as a person sees it ("Rendering scene 2 of 4") and its share of the bar."""
 
     name: str
     message: str
@@ -206,8 +206,7 @@ class Reporter:
                 "current_step": self.step,
                 "completed_steps": pending.completed_steps,
                 "total_steps": len(self.stages),
-                "lease_expires_at": timezone.now()
-                + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+                "lease_expires_at": timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS),
             },
             events=events,
         )

@@ -188,9 +188,7 @@ def test_it_hides_another_users_project(
     assert snapshot() == before
 
 
-def test_unfinished_lists_only_own_projects(
-    charlie_api: APIClient, make_project: Any
-) -> None:
+def test_unfinished_lists_only_own_projects(charlie_api: APIClient, make_project: Any) -> None:
     make_project()
 
     assert charlie_api.get(f"{API}/unfinished").json() == []
@@ -237,7 +235,9 @@ def test_it_refuses_to_edit_the_brief_while_a_job_runs(
 def test_it_edits_the_script_of_a_draft(alice_api: APIClient, scripted_project: Any) -> None:
     edited = {**SCRIPT, "scenes": [{**SCRIPT["scenes"][0], "narration": "Edited."}]}
 
-    response = alice_api.patch(url(scripted_project, "script"), {"scriptData": edited}, format="json")
+    response = alice_api.patch(
+        url(scripted_project, "script"), {"scriptData": edited}, format="json"
+    )
 
     assert response.status_code == 200
     assert response.json()["scriptData"]["scenes"][0]["narration"] == "Edited."
@@ -259,7 +259,9 @@ def test_it_refuses_a_bad_script_and_keeps_the_old_one(
 ) -> None:
     before = snapshot()
 
-    response = alice_api.patch(url(scripted_project, "script"), {"scriptData": script}, format="json")
+    response = alice_api.patch(
+        url(scripted_project, "script"), {"scriptData": script}, format="json"
+    )
 
     assert response.status_code == 400
     assert "scriptData" in response.json()["fields"]

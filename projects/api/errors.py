@@ -47,7 +47,9 @@ def _validation_body(detail: Any) -> dict[str, Any]:
 
 def _messages(errors: Any) -> list[str]:
     if isinstance(errors, dict):
-        return [f"{key}: {message}" for key, value in errors.items() for message in _messages(value)]
+        return [
+            f"{key}: {message}" for key, value in errors.items() for message in _messages(value)
+        ]
     if isinstance(errors, list):
         return [message for error in errors for message in _messages(error)]
     return [str(errors)]
@@ -67,7 +69,9 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:
 
 def server_error(request: HttpRequest) -> Any:
     if request.path.startswith(("/api/", "/v1/")):
-        return _json_error(500, "Something went wrong on our side; please try again.", "server_error")
+        return _json_error(
+            500, "Something went wrong on our side; please try again.", "server_error"
+        )
     from django.views.defaults import server_error as html_server_error
 
     return html_server_error(request)

@@ -1,4 +1,4 @@
-"""Input serializers validate; output serializers describe (the bodies come from the model's dicts)."""
+"""Input serializers validate; output serializers only describe (bodies come from the model)."""
 
 from __future__ import annotations
 

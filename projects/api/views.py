@@ -74,7 +74,7 @@ class ProjectsView(APIView):
                 "Idempotency-Key",
                 location=OpenApiParameter.HEADER,
                 required=False,
-                description="Repeat a create safely: the same key and body answer the same project.",
+                description="Repeat a create safely: the same key and body give the same project.",
             )
         ],
         responses={201: ProjectSerializer, 422: ErrorSerializer, **ERRORS},
@@ -103,7 +103,7 @@ class ProjectsView(APIView):
         if project.idempotency_fingerprint != fingerprint:
             return Response(
                 {
-                    "detail": "This Idempotency-Key was already used with a different request body.",
+                    "detail": "This Idempotency-Key was used before with a different body.",
                     "code": "idempotency_key_reused",
                 },
                 status=http.HTTP_422_UNPROCESSABLE_ENTITY,
@@ -112,9 +112,7 @@ class ProjectsView(APIView):
 
 
 class ProjectView(APIView):
-    @extend_schema(
-        operation_id="get_project", responses={200: ProjectSerializer, **ERRORS}
-    )
+    @extend_schema(operation_id="get_project", responses={200: ProjectSerializer, **ERRORS})
     def get(self, request: Request, project_id: Any) -> Response:
         return Response(get_owned_project(request, project_id).to_dict())
 
@@ -259,7 +257,10 @@ class ScenePreviewView(APIView):
     @extend_schema(
         operation_id="scene_preview",
         summary="A scene's animated preview (WebP), drawn while the script was written",
-        responses={(200, "image/webp"): OpenApiResponse(description="Animated WebP."), 404: ERRORS[404]},
+        responses={
+            (200, "image/webp"): OpenApiResponse(description="Animated WebP."),
+            404: ERRORS[404],
+        },
     )
     def get(self, request: Request, project_id: Any, index: int) -> HttpResponseBase:
         project = get_owned_project(request, project_id)

@@ -1,4 +1,4 @@
-"""Engines: how each stage of a job is done. `VIDEO_ENGINE` picks one ("local", or a dotted path)."""
+"""Engines: how each stage of a job is done. `VIDEO_ENGINE` picks one ("local" or a dotted path)."""
 
 from __future__ import annotations
 

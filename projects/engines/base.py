@@ -102,7 +102,7 @@ class StageProgress(Protocol):
     """
 
     def update(self, fraction: float, message: str | None = None) -> None:
-        """The share of this stage done so far (0.0–1.0), and optionally what is happening."""
+        """The share of this stage done so far (0.0 to 1.0), and optionally what is happening."""
 
     def log(self, line: str) -> None:
         """One line for the job's live log."""
