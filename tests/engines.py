@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from projects.engines.local import LocalEngine
-
 from projects.engines.base import (
     InvalidInputError,
     ProjectSpec,
@@ -17,6 +15,7 @@ from projects.engines.base import (
     StageProgress,
     TransientEngineError,
 )
+from projects.engines.local import LocalEngine
 
 
 class RecordingEngine(LocalEngine):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,13 +58,16 @@ def qcluster(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[byte
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the cluster (it stops its own workers), then kill anything left in its group."""
     if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGTERM)
+        worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+            worker.kill()
             worker.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
 
 
 def _poll_job(api: APIClient, status_url: str, done_status: str) -> list[dict[str, Any]]:

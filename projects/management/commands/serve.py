@@ -20,8 +20,17 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         python = sys.executable
         commands = {
-            "web": [python, "-m", "uvicorn", "videocreation.asgi:application",
-                    "--host", host, "--port", str(port), "--no-access-log"],
+            "web": [
+                python,
+                "-m",
+                "uvicorn",
+                "videocreation.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
             "worker": [python, "manage.py", "qcluster"],
         }
         children = {name: subprocess.Popen(command) for name, command in commands.items()}
