@@ -186,20 +186,20 @@ def test_write_scene_writes_an_animated_webp_preview(tmp_path: Path) -> None:
     with Image.open(preview) as image:
         assert image.format == "WEBP"
         assert image.is_animated
-        assert image.n_frames == 24  # 2 s at 12 fps
-        assert image.size == (480, 270)
+        assert image.n_frames == 48  # 2 s at 24 fps
+        assert image.size == (640, 360)
     assert progress.fractions[-1] == pytest.approx(1.0)
     assert len(set(progress.fractions)) > 10
     assert rising(progress.fractions)
     assert [p.name for p in tmp_path.iterdir()] == ["scene-0.webp"]
 
 
-def test_portrait_preview_is_480_high(tmp_path: Path) -> None:
+def test_portrait_preview_is_640_high(tmp_path: Path) -> None:
     spec = replace(SPEC, aspect_ratio="9:16")
     LocalEngine().write_scene(spec, scene(), tmp_path / "p.webp", Recorder())
 
     with Image.open(tmp_path / "p.webp") as image:
-        assert image.size == (270, 480)
+        assert image.size == (360, 640)
 
 
 # --- clips and the video ------------------------------------------------------

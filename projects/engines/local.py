@@ -32,8 +32,9 @@ from .base import ASPECT_SIZES, EngineError, InvalidInputError, ProjectSpec, Sce
 from .ffmpeg import ffmpeg_exe, run_ffmpeg
 
 RENDER_FPS = 24
-PREVIEW_FPS = 12
-PREVIEW_LONG_SIDE = 480
+# The preview moves exactly as the render will, at a third of its size.
+PREVIEW_FPS = RENDER_FPS
+PREVIEW_LONG_SIDE = 640
 MAX_SCENE_SECONDS = 600.0
 # Drawing the preview's frames is most of write_scene; encoding the WebP is the rest.
 PREVIEW_DRAW_SHARE = 0.9
