@@ -192,7 +192,10 @@ def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
             "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
             "progress_message": "Starting",
         },
-        events=[(EventKind.LOG, {"line": f"Picked up by worker {lease_owner}"})],
+        events=[
+            (EventKind.LOG, {"line": f"Picked up by worker {lease_owner}"}),
+            (EventKind.PROGRESS, {}),
+        ],
     )
 
 

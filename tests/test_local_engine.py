@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from projects.engines.base import EngineError, InvalidInputError, JobStopped, ProjectSpec, Scene
+from projects.engines.drawing import draw_frame
 from projects.engines.ffmpeg import ffmpeg_exe, run_ffmpeg
-from projects.engines.local import LocalEngine, draw_frame
+from projects.engines.local import LocalEngine
 
 SPEC = ProjectSpec(
     project_id="test-project",

@@ -20,7 +20,7 @@ from typing import IO, BinaryIO
 
 import imageio_ffmpeg
 
-from .base import EngineError, StageProgress
+from projects.engines.base import EngineError, StageProgress
 
 Feed = Callable[[BinaryIO], None]
 

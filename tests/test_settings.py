@@ -1,0 +1,58 @@
+"""Settings come from the environment, and a server refuses to start on the development secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_web_app(**env: str) -> subprocess.CompletedProcess[str]:
+    """Import the ASGI application as uvicorn would, in a fresh process with this environment."""
+    clean = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "DEBUG")}
+    return subprocess.run(
+        [sys.executable, "-c", "import videocreation.asgi"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_web_server_refuses_the_development_secret() -> None:
+    refused = start_web_app()
+
+    assert refused.returncode != 0
+    assert "SECRET_KEY is not set" in refused.stderr
+
+
+def test_the_web_server_starts_with_a_secret_of_its_own() -> None:
+    assert start_web_app(SECRET_KEY="a-long-random-production-secret").returncode == 0
+
+
+def test_debug_mode_may_use_the_development_secret() -> None:
+    assert start_web_app(DEBUG="1").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("DEBUG", "maybe", "DEBUG must be a boolean"),
+        ("JOB_TIME_LIMIT", "soon", "JOB_TIME_LIMIT must be a whole number"),
+        ("JOB_TIME_LIMIT", "1", "JOB_TIME_LIMIT must be at least 10"),
+        ("Q_WORKERS", "0", "Q_WORKERS must be at least 1"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_a_clear_message(
+    name: str, value: str, complaint: str
+) -> None:
+    refused = start_web_app(SECRET_KEY="s", **{name: value})
+
+    assert refused.returncode != 0
+    assert complaint in refused.stderr
