@@ -45,8 +45,10 @@ def follow(args: argparse.Namespace, project_id: str, done: str) -> dict[str, An
             break
         time.sleep(0.2)
     between = [value for value, _, _ in seen if 0 < value < 100]
-    print(f"  {status['status']} in {time.monotonic() - started:.1f} s; "
-          f"{len(set(between))} distinct values strictly between 0 and 100:")
+    print(
+        f"  {status['status']} in {time.monotonic() - started:.1f} s; "
+        f"{len(set(between))} distinct values strictly between 0 and 100:"
+    )
     for value, message, step in seen:
         print(f"    {value:3d}%  step {step:5s}  {message}")
     return status
@@ -86,7 +88,8 @@ def main() -> int:
         video.flush()
         info = subprocess.run(
             [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", video.name],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         ).stderr
     duration = re.search(r"Duration: ([\d:.]+)", info)
     stream = re.search(r"Video: .*", info)
