@@ -167,6 +167,7 @@ def test_an_idempotency_key_reused_with_another_body_is_refused(alice_api: APICl
         ("post", "render", None),
         ("post", "cancel", None),
         ("get", "status", None),
+        ("get", "log", None),
         ("post", "notified", None),
         ("get", "video", None),
         ("get", "scenes/0/preview", None),
@@ -491,3 +492,27 @@ def test_an_unknown_api_address_answers_json(alice_api: APIClient) -> None:
 
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+# --- log ------------------------------------------------------------------------------------
+
+
+def test_the_log_is_read_incrementally(alice_api: APIClient, make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
+    lifecycle.next_attempt(project.pk, "worker-1", 2, "Trying again")
+
+    first = alice_api.get(url(project, "log")).json()
+    rest = alice_api.get(url(project, "log") + f"?offset={first['nextOffset'] - 1}").json()
+    nothing_new = alice_api.get(url(project, "log") + f"?offset={first['nextOffset']}").json()
+
+    assert first == {"lines": ["Picked up by worker worker-1", "Trying again"], "nextOffset": 2}
+    assert rest == {"lines": ["Trying again"], "nextOffset": 2}
+    assert nothing_new == {"lines": [], "nextOffset": 2}
+
+
+def test_the_log_refuses_a_bad_offset(alice_api: APIClient, make_project: Any) -> None:
+    response = alice_api.get(url(make_project(), "log") + "?offset=-1")
+
+    assert response.status_code == 400
+    assert "offset" in response.json()["fields"]

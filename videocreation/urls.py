@@ -8,6 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from projects.views import CreatorPage
+
 
 @api_view(["GET"])
 def api_root(request: Request) -> Response:
@@ -23,6 +25,7 @@ def api_root(request: Request) -> Response:
 
 
 urlpatterns = [
+    path("", CreatorPage.as_view(), name="creator"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/video-creation/", api_root, name="api-root"),

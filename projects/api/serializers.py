@@ -58,6 +58,15 @@ class ScriptEditSerializer(StrictSerializer):
     scriptData = ScriptSerializer()
 
 
+class LogQuerySerializer(StrictSerializer):
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+class LogSerializer(serializers.Serializer):
+    lines = serializers.ListField(child=serializers.CharField())
+    nextOffset = serializers.IntegerField()
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()

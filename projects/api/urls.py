@@ -16,6 +16,7 @@ urlpatterns = [
         views.NotifiedView.as_view(),
         name="project-notified",
     ),
+    path("projects/<uuid:project_id>/log", views.LogView.as_view(), name="project-log"),
     path("projects/<uuid:project_id>/video", views.VideoView.as_view(), name="project-video"),
     path(
         "projects/<uuid:project_id>/scenes/<int:index>/preview",

@@ -23,11 +23,13 @@ from projects.api.ranges import ranged_file_response
 from projects.api.serializers import (
     BriefSerializer,
     ErrorSerializer,
+    LogQuerySerializer,
+    LogSerializer,
     ProjectSerializer,
     ScriptEditSerializer,
     StatusSerializer,
 )
-from projects.models import Step, VideoProject
+from projects.models import EventKind, Step, VideoProject
 from projects.pipeline import preview_path
 
 ERRORS = {
@@ -206,6 +208,28 @@ class StatusView(APIView):
 def _etag_matches(if_none_match: str, etag: str) -> bool:
     tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return etag in tags or "*" in tags
+
+
+class LogView(APIView):
+    MAX_LINES = 500
+
+    @extend_schema(
+        operation_id="get_log",
+        summary="The job log, from line `offset` on (at most 500 lines a call)",
+        parameters=[OpenApiParameter("offset", int, description="Lines the caller already has.")],
+        responses={200: LogSerializer, **ERRORS},
+    )
+    def get(self, request: Request, project_id: Any) -> Response:
+        project = get_owned_project(request, project_id)
+        query = LogQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        offset = query.validated_data["offset"]
+        lines = list(
+            project.events.filter(kind=EventKind.LOG)
+            .order_by("seq")
+            .values_list("payload__line", flat=True)[offset : offset + self.MAX_LINES]
+        )
+        return Response({"lines": lines, "nextOffset": offset + len(lines)})
 
 
 class UnfinishedView(APIView):

@@ -1,0 +1,15 @@
+"""Server-rendered pages."""
+
+from __future__ import annotations
+
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.generic import TemplateView
+
+
+@method_decorator(ensure_csrf_cookie, name="dispatch")
+class CreatorPage(LoginRequiredMixin, TemplateView):
+    """The creator page: the brief, the jobs' live progress, review, and the video."""
+
+    template_name = "creator.html"
