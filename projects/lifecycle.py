@@ -73,9 +73,11 @@ def create_project(owner: Any, brief_fields: dict[str, Any], **extra: Any) -> Vi
     return created
 
 
-def start_job(project: VideoProject, step: Step) -> VideoProject:
+def start_job(
+    project: VideoProject, step: Step, *, from_statuses: tuple[Status, ...] = STARTABLE
+) -> VideoProject:
     """Queue the script or render job; exactly one of many concurrent starts wins."""
-    expect = Q(status__in=STARTABLE)
+    expect = Q(status__in=from_statuses)
     if step == Step.RENDER:
         expect &= Q(script_data__isnull=False)
     with transaction.atomic():
@@ -102,11 +104,23 @@ def start_job(project: VideoProject, step: Step) -> VideoProject:
         )
         if started is None:
             status = _current_status(project.pk)
-            if status in STARTABLE:
-                raise Conflict("Write the script before rendering the video.", status)
-            raise Conflict(_busy_message(status), status)
+            if status not in from_statuses:
+                raise Conflict(_busy_message(status), status)
+            raise Conflict("Write the script before rendering the video.", status)
         _enqueue(step, project.pk)
     return started
+
+
+def retry(project: VideoProject) -> VideoProject:
+    """Start a failed project's last job again; a project in any other status is refused."""
+    if project.status != Status.FAILED:
+        raise Conflict(
+            f"Only a failed project can be retried; this one is {project.get_status_display()}.",
+            project.status,
+        )
+    if project.current_step not in Step.values:
+        raise Conflict("The project has no last job to retry.", project.status)
+    return start_job(project, Step(project.current_step), from_statuses=(Status.FAILED,))
 
 
 def cancel(project: VideoProject) -> VideoProject:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -13,3 +16,6 @@ class CreatorPage(LoginRequiredMixin, TemplateView):
     """The creator page: the brief, the jobs' live progress, review, and the video."""
 
     template_name = "creator.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return super().get_context_data(**kwargs) | {"poll_ms": settings.CREATOR_POLL_MS}
