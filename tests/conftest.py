@@ -1,10 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
+from django_q.brokers import get_broker
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -93,3 +102,52 @@ def scripted_project(make_project: Callable[..., VideoProject]) -> VideoProject:
 
 def events_of(project: VideoProject) -> list[Any]:
     return list(project.events.order_by("seq"))
+
+
+# --- processes the tests start ---------------------------------------------------
+
+
+def database_url_for_children() -> str:
+    """The URL of the database the tests use, for a process started by the tests."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def qcluster(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    get_broker().purge_queue()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_children(),
+        "MEDIA_ROOT": str(media_root),
+        "Q_WORKERS": "1",
+    }
+    log = (tmp_path / "qcluster.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield worker
+    finally:
+        _stop(worker)
+        log.close()
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the cluster (it stops its own workers), then kill anything left in its group."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)

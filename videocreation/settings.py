@@ -193,6 +193,9 @@ else:
 
 VIDEO_ENGINE = env_str("VIDEO_ENGINE", "local")
 
+# How often the creator page asks for the status of a running job.
+CREATOR_POLL_MS = env_int("CREATOR_POLL_MS", 3000, minimum=100)
+
 # --- Auth, API ------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
