@@ -1,0 +1,701 @@
+/* The creator page: brief → script → review → render → watch (the API contract: shared/API.md).
+ * Plain JavaScript in one closure; only `window.videocreation` is shared, for debugging. */
+(function () {
+  "use strict";
+
+  const root = document.getElementById("creator");
+  if (!root) return;
+
+  const API = "/api/video-creation/";
+  const POLL_MS = Number(root.dataset.pollMs) > 0 ? Number(root.dataset.pollMs) : 3000;
+  const STEPS = ["brief", "script", "review", "render", "watch"];
+  const PANELS = ["brief", "job-panel", "review", "watch", "failure"];
+  const RUNNING = ["GENERATING_SCRIPT", "RENDERING"];
+  const BRIEF_FIELDS = ["title", "brief", "aspectRatio", "sceneCount", "secondsPerScene", "style"];
+  const NUMBER_FIELDS = ["sceneCount", "secondsPerScene"];
+  const ANNOUNCED_KEY = "videocreation.announced";
+  const LOG_PAGE = 500; // the most lines the log endpoint answers at once
+
+  const state = {
+    project: null, // the open project: its brief fields and its status object
+    generation: 0, // grows whenever the open project changes, so late answers are dropped
+    editingBrief: false,
+    etag: null,
+    logOffset: 0,
+    logChain: Promise.resolve(),
+    pollToken: 0,
+    pollTimer: null,
+    projects: [], // "Your projects", newest first
+    nextPage: null,
+    briefFor: null, // the project the brief form was last filled from
+    reviewKey: null, // the script the review panel was last built from
+  };
+  window.videocreation = { state, POLL_MS };
+
+  const $ = (selector, scope = document) => scope.querySelector(selector);
+  const $$ = (selector, scope = document) => Array.from(scope.querySelectorAll(selector));
+
+  function el(tag, attributes = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes)) {
+      if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value);
+    }
+    node.append(...children.filter((child) => child !== null && child !== undefined));
+    return node;
+  }
+
+  // --- the API ------------------------------------------------------------------------
+
+  function apiError(status, body) {
+    const { detail = "Something went wrong; please try again.", code = "error", fields = {} } = body || {};
+    return Object.assign(new Error(detail), { status, code, fields });
+  }
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  /* One request: JSON both ways, CSRF on unsafe methods, failures thrown as {message, status, code, fields}.
+   * Answers {status, data, etag}; a 304 answers with data null. */
+  async function api(method, path, body, headers = {}) {
+    const init = { method, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json", ...headers } };
+    if (method !== "GET") {
+      Object.assign(init.headers, { "X-CSRFToken": csrfToken(), "Content-Type": "application/json" });
+      if (body !== undefined) init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(API + path, init);
+    } catch (error) {
+      $("#connection-note").hidden = false;
+      throw apiError(0, { detail: "Connection lost — reconnecting…", code: "network" });
+    }
+    $("#connection-note").hidden = response.status < 500;
+    const data = response.status === 304 ? null : await response.json().catch(() => null);
+    if (!response.ok && response.status !== 304) {
+      if (data && data.code === "not_authenticated") window.location.assign("/accounts/login/?next=/");
+      throw apiError(response.status, data);
+    }
+    return { status: response.status, data, etag: response.headers.get("ETag") };
+  }
+
+  // --- what a status means -------------------------------------------------------------
+
+  const isRunning = (project) => Boolean(project) && RUNNING.includes(project.status);
+  const jobName = (project) => (project.currentStep === "render" ? "Rendering" : "Writing the script");
+
+  function stepOf(project) {
+    if (!project || state.editingBrief) return "brief";
+    if (project.status === "GENERATING_SCRIPT") return "script";
+    if (project.status === "RENDERING") return "render";
+    if (project.status === "COMPLETED") return "watch";
+    if (project.status === "FAILED") return project.currentStep === "render" ? "render" : "script";
+    return project.scriptData ? "review" : "brief";
+  }
+
+  function panelOf(project, step) {
+    if (step === "script" || step === "render") return project.status === "FAILED" ? "failure" : "job-panel";
+    return step;
+  }
+
+  function statusWords(project) {
+    if (project.status === "DRAFT") return project.scriptData ? "Script ready" : "Draft";
+    const words = { GENERATING_SCRIPT: "Writing the script", RENDERING: "Rendering", COMPLETED: "Video ready" };
+    return words[project.status] || "Failed";
+  }
+
+  function titleOf(project) {
+    const listed = state.projects.find((item) => item.id === project.id);
+    return project.title || (listed ? listed.title : "");
+  }
+
+  // --- drawing the open project ----------------------------------------------------------
+
+  function render() {
+    const project = state.project;
+    const step = stepOf(project);
+    const panel = panelOf(project, step);
+    renderTimeline(step);
+    for (const id of PANELS) document.getElementById(id).hidden = id !== panel;
+    if (panel !== "watch") $("#watch video").pause();
+    const draw = { brief: renderBrief, "job-panel": renderJob, review: renderReview, watch: renderWatch, failure: renderFailure };
+    draw[panel](project);
+    $("#workspace-title").textContent = project ? project.title : "New video";
+    document.title = isRunning(project) ? `(${project.progress}%) ${jobName(project)} — videocreation` : "videocreation";
+  }
+
+  function renderTimeline(step) {
+    const current = STEPS.indexOf(step);
+    const status = state.project && state.project.status;
+    $$(".timeline li").forEach((item, index) => {
+      const done = index < current || (status === "COMPLETED" && index === current);
+      const failed = status === "FAILED" && !state.editingBrief && index === current;
+      item.classList.toggle("done", done);
+      item.classList.toggle("failed", failed);
+      if (index === current) item.setAttribute("aria-current", "step");
+      else item.removeAttribute("aria-current");
+      $(".step-state", item).textContent = failed ? " (failed)" : done ? " (done)" : "";
+    });
+  }
+
+  function renderBrief(project) {
+    $("#back-to-review-button").hidden = !(project && project.status === "DRAFT" && project.scriptData);
+    const key = project ? project.id : "new";
+    if (state.briefFor === key) return; // keep what the person is typing
+    state.briefFor = key;
+    const form = $("#brief-form");
+    form.reset();
+    clearErrors(form);
+    if (project) for (const name of BRIEF_FIELDS) form.elements[name].value = project[name];
+    updateBriefCount();
+  }
+
+  function updateBriefCount() {
+    $("#brief-count").textContent = `${$("#brief-text").value.length} / 2000`;
+  }
+
+  function renderJob(project) {
+    const percent = Math.max(0, Math.min(100, Math.round(project.progress || 0)));
+    const bar = $("#job-progress");
+    $("#job-title").textContent = project.status === "RENDERING" ? "Rendering the video" : "Writing the script";
+    bar.setAttribute("aria-valuenow", String(percent));
+    bar.setAttribute("aria-valuetext", `${percent}% — ${project.progressMessage || "Working"}`);
+    $("#job-fill").style.width = `${percent}%`;
+    $("#job-percent").textContent = `${percent}%`;
+    $("#job-message").textContent = project.progressMessage || "Working…";
+    const step = $("#job-step");
+    step.hidden = !project.totalSteps;
+    step.textContent = `Step ${Math.min(project.completedSteps + 1, project.totalSteps)} of ${project.totalSteps}`;
+    renderElapsed();
+  }
+
+  function renderElapsed() {
+    const project = state.project;
+    if (!isRunning(project) || !project.startedAt) return;
+    const seconds = Math.max(0, Math.floor((Date.now() - Date.parse(project.startedAt)) / 1000));
+    const [hours, minutes, rest] = [Math.floor(seconds / 3600), Math.floor((seconds % 3600) / 60), seconds % 60];
+    const pad = (value) => String(value).padStart(2, "0");
+    $("#job-elapsed").textContent = hours ? `${hours}:${pad(minutes)}:${pad(rest)}` : `${minutes}:${pad(rest)}`;
+  }
+
+  function appendLog(lines) {
+    if (!lines.length) return;
+    const log = $("#job-log");
+    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 32; // follow unless scrolled up
+    log.append(...lines.map((line) => el("div", { class: "log-line" }, line)));
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  function renderReview(project) {
+    const key = project.id + JSON.stringify(project.scriptData);
+    if (state.reviewKey === key) return; // keep unsaved edits
+    state.reviewKey = key;
+    clearErrors($("#script-form"));
+    $("#script-saved").textContent = "";
+    $("#script-title").value = project.scriptData.title || "";
+    const scenes = $("#scenes");
+    scenes.dataset.aspect = project.aspectRatio;
+    scenes.style.setProperty("--aspect", project.aspectRatio.replace(":", " / "));
+    scenes.replaceChildren(...project.scriptData.scenes.map((scene) => sceneItem(project, scene)));
+  }
+
+  function sceneItem(project, scene) {
+    const version = encodeURIComponent(project.completedAt || project.version); // a rewrite draws new previews
+    const src = `${API}projects/${project.id}/scenes/${scene.index}/preview?v=${version}`;
+    const image = el("img", { loading: "lazy", src, alt: scene.visual });
+    const figure = el("figure", { class: "scene-preview" }, image);
+    image.addEventListener("error", () => figure.classList.add("missing"), { once: true });
+    const field = (label, control) => {
+      const error = el("p", { class: "field-error", "data-field": control.name, id: `scene-${scene.index}-${control.name}-error` });
+      control.setAttribute("aria-describedby", error.id);
+      return el("div", { class: "field" }, el("label", {}, el("span", { class: "label" }, label), control), error);
+    };
+    const text = (name, rows, value) => el("textarea", { name, rows, maxlength: "1000", required: "" }, value);
+    const seconds = el("input", { name: "seconds", type: "number", min: "1", max: "20", step: "any", value: String(scene.seconds) });
+    const fields = el("div", { class: "scene-fields" }, el("h3", {}, `Scene ${scene.index + 1}`),
+      field("Narration", text("narration", "2", scene.narration)),
+      field("Visual", text("visual", "3", scene.visual)),
+      field("Seconds", seconds));
+    return el("li", { class: "scene" }, figure, fields);
+  }
+
+  function renderWatch(project) {
+    const source = `${project.videoUrl}?v=${encodeURIComponent(project.completedAt || "")}`; // a new render, a new file
+    const video = $("#watch video");
+    if (video.getAttribute("src") !== source) video.setAttribute("src", source);
+    $("#download-link").setAttribute("href", source);
+  }
+
+  function renderFailure(project) {
+    $("#failure-heading").textContent = `${jobName(project)} failed`;
+    $("#failure-message").textContent = (project.error && project.error.message) || "The job stopped with an error.";
+  }
+
+  // --- forms and their errors ------------------------------------------------------------
+
+  function clearErrors(scope) {
+    for (const alert of $$("[role=alert]", scope)) alert.textContent = "";
+    for (const slot of $$(".field-error", scope)) slot.textContent = "";
+    for (const input of $$("[aria-invalid]", scope)) input.removeAttribute("aria-invalid");
+  }
+
+  function showErrors(scope, error) {
+    $("[role=alert]", scope).textContent = error.message;
+    for (const [field, messages] of Object.entries(error.fields)) {
+      const slot = $(`.field-error[data-field="${CSS.escape(field)}"]`, scope);
+      const unplaced = field === "scriptData" ? placeScriptErrors(messages) : messages;
+      if (slot) slot.textContent = unplaced.join(" ");
+      const input = scope.elements && scope.elements[field];
+      if (input && input.setAttribute) input.setAttribute("aria-invalid", "true");
+    }
+    const first = $("[aria-invalid=true]", scope);
+    if (first) first.focus();
+  }
+
+  /* A script error names its place in its text ("scenes: 1: narration: …"): show it beside that input.
+   * Answers the messages that found no place. */
+  function placeScriptErrors(messages) {
+    return messages.filter((message) => {
+      const [, index, name, text] = message.match(/^(?:scenes: (\d+): )?(\w+): (.+)$/) || [];
+      const scope = index === undefined ? $("#script-form") : $$("#scenes .scene")[Number(index)];
+      const slot = name && scope && $(`.field-error[data-field="${name}"]`, scope);
+      if (!slot) return true;
+      slot.textContent = text;
+      $(`[name="${name}"]`, scope).setAttribute("aria-invalid", "true");
+      return false;
+    });
+  }
+
+  function readBrief() {
+    const value = (name) => $("#brief-form").elements[name].value.trim();
+    const typed = (name) => (NUMBER_FIELDS.includes(name) && value(name) !== "" ? Number(value(name)) : value(name));
+    return Object.fromEntries(BRIEF_FIELDS.map((name) => [name, typed(name)]));
+  }
+
+  function scriptShape(script) {
+    const scenes = script.scenes.map(({ index, narration, visual, seconds }) => ({ index, narration, visual, seconds }));
+    return { title: script.title, scenes };
+  }
+
+  function readScript() {
+    const scenes = $$("#scenes .scene").map((item, index) => ({
+      index,
+      narration: $("[name=narration]", item).value.trim(),
+      visual: $("[name=visual]", item).value.trim(),
+      seconds: Number($("[name=seconds]", item).value),
+    }));
+    return scriptShape({ title: $("#script-title").value.trim(), scenes });
+  }
+
+  const scriptChanged = () => JSON.stringify(readScript()) !== JSON.stringify(scriptShape(state.project.scriptData));
+
+  /* The button stays disabled while its work runs, so a double click sends one request. */
+  async function withBusy(button, work) {
+    if (button.disabled) return;
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    try {
+      await work();
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+  }
+
+  // --- what people do --------------------------------------------------------------------
+
+  async function submitBrief(event) {
+    event.preventDefault();
+    askNotificationPermission();
+    const form = $("#brief-form");
+    await withBusy($("#write-script-button"), async () => {
+      clearErrors(form);
+      try {
+        const current = state.project;
+        const saved = current
+          ? await api("PATCH", `projects/${current.id}`, readBrief())
+          : await api("POST", "projects", readBrief());
+        state.project = saved.data;
+        state.briefFor = saved.data.id;
+        loadProjects();
+        startJob((await api("POST", `projects/${saved.data.id}/script`)).data);
+      } catch (error) {
+        showErrors(form, error);
+      }
+    });
+  }
+
+  async function saveScript() {
+    const form = $("#script-form");
+    clearErrors(form);
+    $("#script-saved").textContent = "";
+    try {
+      const { data } = await api("PATCH", `projects/${state.project.id}/script`, { scriptData: readScript() });
+      mergeStatus(data);
+      state.reviewKey = data.id + JSON.stringify(data.scriptData);
+      $("#script-saved").textContent = "Script saved.";
+      return true;
+    } catch (error) {
+      showErrors(form, error);
+      if (error.fields.scriptData && !$('.field-error[data-field="scriptData"]', form).textContent) {
+        $("[role=alert]", form).textContent = "Some scenes need a change; see the notes beside them.";
+      }
+      return false;
+    }
+  }
+
+  async function renderVideo() {
+    askNotificationPermission();
+    if (scriptChanged() && !(await saveScript())) return;
+    await startStep("render", $("#review"));
+  }
+
+  /* Start the open project's script or render job; errors go to the panel's alert. */
+  async function startStep(step, panel) {
+    askNotificationPermission();
+    const project = state.project;
+    try {
+      startJob((await api("POST", `projects/${project.id}/${step}`)).data);
+    } catch (error) {
+      if (error.code !== "conflict") return showErrors(panel, error);
+      toast(error.message, titleOf(project), "info"); // another tab moved it on: show where it is now
+      openProject(project.id);
+    }
+  }
+
+  async function cancelJob() {
+    try {
+      applyStatus((await api("POST", `projects/${state.project.id}/cancel`)).data);
+    } catch (error) {
+      if (error.code === "conflict") return pollStatus(); // it ended meanwhile
+      showErrors($("#job-panel"), error);
+    }
+  }
+
+  function startJob(status) {
+    state.editingBrief = false;
+    clearErrors($("#job-panel"));
+    $("#job-log").replaceChildren();
+    mergeStatus(status);
+    render();
+    fetchLog();
+    startPolling();
+    loadProjects();
+  }
+
+  function mergeStatus(status) {
+    state.project = { ...state.project, ...status };
+    state.etag = null;
+    const index = state.projects.findIndex((item) => item.id === status.id);
+    if (index < 0) return;
+    state.projects[index] = { ...state.projects[index], ...status };
+    renderProjects();
+  }
+
+  function editBrief() {
+    state.editingBrief = true;
+    render();
+    $("#brief-title").focus();
+  }
+
+  function showReview() {
+    state.editingBrief = false;
+    render();
+  }
+
+  function leaveOpenProject() {
+    stopPolling();
+    state.generation += 1;
+    Object.assign(state, { editingBrief: false, etag: null, logOffset: 0, briefFor: null, reviewKey: null });
+    $("#job-log").replaceChildren();
+  }
+
+  function startNew() {
+    leaveOpenProject();
+    state.project = null;
+    render();
+    renderProjects();
+  }
+
+  async function openProject(id) {
+    let project;
+    try {
+      project = (await api("GET", `projects/${id}`)).data;
+    } catch (error) {
+      return toast(error.message, "", "error");
+    }
+    leaveOpenProject();
+    state.project = project;
+    render();
+    renderProjects();
+    fetchLog(isRunning(project)); // otherwise skip the old lines, so the next job's log starts clean
+    if (isRunning(project)) startPolling();
+    else announceIfDue(project);
+  }
+
+  // --- following a running job -------------------------------------------------------------
+
+  function startPolling(delay = POLL_MS) {
+    stopPolling();
+    const token = state.pollToken;
+    const tick = async () => {
+      await pollStatus();
+      if (token === state.pollToken && isRunning(state.project)) state.pollTimer = setTimeout(tick, POLL_MS);
+    };
+    state.pollTimer = setTimeout(tick, delay);
+  }
+
+  function stopPolling() {
+    state.pollToken += 1;
+    clearTimeout(state.pollTimer);
+  }
+
+  async function pollStatus() {
+    const { project, generation } = state;
+    if (!project) return;
+    try {
+      const headers = state.etag ? { "If-None-Match": state.etag } : {};
+      const response = await api("GET", `projects/${project.id}/status`, undefined, headers);
+      if (generation !== state.generation || response.status === 304) return;
+      await fetchLog();
+      if (generation === state.generation) applyStatus(response.data, response.etag);
+    } catch (error) {
+      if (error.status < 400 || error.status >= 500 || generation !== state.generation) return; // keep trying
+      stopPolling();
+      toast(error.message, titleOf(project), "error");
+    }
+  }
+
+  /* A new status of the open project; when its job has just ended, tell the person. */
+  function applyStatus(status, etag = null) {
+    const before = state.project;
+    if (!before || before.id !== status.id) return;
+    mergeStatus(status);
+    state.etag = etag;
+    if (isRunning(before) && !isRunning(status)) {
+      stopPolling();
+      state.editingBrief = false;
+      announceIfDue(state.project);
+      loadProjects();
+    }
+    render();
+  }
+
+  /* Log requests run one at a time, each from the offset the last one left: no line twice. */
+  function fetchLog(show = true) {
+    state.logChain = state.logChain.then(() => readLog(show)).catch(() => {});
+    return state.logChain;
+  }
+
+  async function readLog(show) {
+    const generation = state.generation;
+    for (;;) {
+      if (!state.project || generation !== state.generation) return;
+      const { data } = await api("GET", `projects/${state.project.id}/log?offset=${state.logOffset}`);
+      if (generation !== state.generation) return;
+      state.logOffset = data.nextOffset;
+      if (show) appendLog(data.lines);
+      if (data.lines.length < LOG_PAGE) return;
+    }
+  }
+
+  // --- telling people, exactly once ----------------------------------------------------------
+
+  /* Adds `key` to the finished jobs this browser has announced; true if it was not there yet.
+   * Every tab and every reload shares the list; `notified` on the server guards the rest. */
+  function firstAnnouncement(key) {
+    try {
+      const keys = JSON.parse(localStorage.getItem(ANNOUNCED_KEY) || "[]");
+      if (keys.includes(key)) return false;
+      localStorage.setItem(ANNOUNCED_KEY, JSON.stringify([...keys, key].slice(-200)));
+    } catch (error) {
+      // Storage may be refused (private windows); then only `notified` guards.
+    }
+    return true;
+  }
+
+  function announceIfDue(project) {
+    if (isRunning(project) || !project.completedAt || project.notified) return;
+    const key = `${project.id}:${project.completedAt}`;
+    if (firstAnnouncement(key)) {
+      const [headline, kind] = finishMessage(project);
+      toast(headline, titleOf(project), kind, project.id);
+      notifyBrowser(headline, titleOf(project), key);
+    }
+    api("POST", `projects/${project.id}/notified`).catch(() => {});
+  }
+
+  function finishMessage(project) {
+    if (project.status === "COMPLETED") return ["Your video is ready", "success"];
+    if (project.status !== "FAILED") return ["Your script is ready", "success"];
+    const reason = (project.error && project.error.message) || "the job stopped with an error.";
+    return [`${jobName(project)} failed: ${reason}`, "error"];
+  }
+
+  function askNotificationPermission() {
+    if ("Notification" in window && Notification.permission === "default") {
+      Promise.resolve(Notification.requestPermission()).catch(() => {});
+    }
+  }
+
+  function notifyBrowser(headline, body, tag) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    try {
+      new Notification(headline, { body, tag });
+    } catch (error) {
+      // Some mobile browsers show notifications only through a service worker.
+    }
+  }
+
+  function toast(headline, detail, kind, projectId = null) {
+    const openable = projectId && !(state.project && state.project.id === projectId);
+    const item = el("div", { class: `toast toast-${kind}` },
+      el("p", { class: "toast-text" }, el("strong", {}, headline), detail ? el("span", {}, detail) : null),
+      openable ? el("button", { type: "button", class: "small toast-open", "data-id": projectId }, "Open") : null,
+      el("button", { type: "button", class: "toast-close", "aria-label": "Dismiss" }, "×"));
+    $("#toasts").append(item);
+    if (kind !== "error") setTimeout(() => item.remove(), 15000);
+  }
+
+  // --- "Your projects" ----------------------------------------------------------------------
+
+  async function loadProjects(more = false) {
+    const page = more ? state.nextPage : 1;
+    if (!page) return;
+    try {
+      const { data } = await api("GET", `projects?page=${page}`);
+      const before = new Map(state.projects.map((project) => [project.id, project]));
+      state.projects = more ? state.projects.concat(data.results) : data.results;
+      state.nextPage = data.next ? page + 1 : null;
+      // A job left running in the background (not the open one) is told about here.
+      for (const project of data.results) if (isRunning(before.get(project.id)) && !isRunning(project)) announceIfDue(project);
+      renderProjects();
+    } catch (error) {
+      // The list is a convenience; the next refresh tries again.
+    }
+  }
+
+  function refreshIfOthersRun() {
+    const openId = state.project && state.project.id;
+    if (state.projects.some((project) => project.id !== openId && isRunning(project))) loadProjects();
+  }
+
+  function renderProjects() {
+    const focused = document.activeElement && document.activeElement.closest(".project-item");
+    $("#projects-list").replaceChildren(...state.projects.map(projectItem));
+    $("#projects-empty").hidden = state.projects.length > 0;
+    $("#more-projects-button").hidden = !state.nextPage;
+    const again = focused && $(`.project-item[data-id="${CSS.escape(focused.dataset.id)}"]`);
+    if (again) again.focus();
+  }
+
+  function projectItem(project) {
+    const open = Boolean(state.project) && state.project.id === project.id;
+    const percent = Math.round(project.progress || 0);
+    const meta = el("span", { class: "project-meta" },
+      el("span", { class: `badge badge-${project.status.toLowerCase()}` }, statusWords(project)),
+      el("span", {}, `${percent}%`),
+      el("span", {}, `updated ${timeAgo(project.updatedAt)}`));
+    const button = el("button", { type: "button", class: "project-item", "data-id": project.id, "aria-current": open ? "true" : null },
+      el("span", { class: "project-title" }, project.title), meta,
+      isRunning(project) ? el("span", { class: "mini-bar", "aria-hidden": "true" }, el("span", { style: `width: ${percent}%` })) : null);
+    return el("li", {}, button);
+  }
+
+  function timeAgo(iso) {
+    const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
+    if (!Number.isFinite(seconds) || seconds < 45) return "just now";
+    const units = [["day", 86400], ["hour", 3600], ["minute", 60]];
+    const [unit, size] = units.find(([, length]) => seconds >= length) || units[2];
+    return new Intl.RelativeTimeFormat("en", { numeric: "auto" }).format(-Math.round(seconds / size), unit);
+  }
+
+  // --- coming back ----------------------------------------------------------------------------
+
+  async function offerResume(unfinished) {
+    const candidate = unfinished.find((project) => isRunning(project) || project.status === "DRAFT");
+    if (!candidate || state.project) return;
+    let project;
+    try {
+      project = (await api("GET", `projects/${candidate.id}`)).data; // status objects carry no title
+    } catch (error) {
+      return;
+    }
+    if (state.project) return; // the person opened something meanwhile
+    const dialog = $("#resume-dialog");
+    const progress = isRunning(project) ? `, ${project.progress}%` : "";
+    $("#resume-project").textContent = `“${project.title}” — ${statusWords(project)}${progress}`;
+    dialog.returnValue = "";
+    const choose = () => (dialog.returnValue === "continue" ? openProject(project.id) : startNew());
+    dialog.addEventListener("close", choose, { once: true });
+    dialog.showModal();
+    $("#resume-continue").focus();
+  }
+
+  // --- wiring -----------------------------------------------------------------------------------
+
+  function bindEvents() {
+    const on = (selector, type, handler) => $(selector).addEventListener(type, handler);
+    const busyClicks = {
+      "#cancel-button": cancelJob,
+      "#save-script-button": saveScript,
+      "#render-button": renderVideo,
+      "#rewrite-button": () => startStep("script", $("#review")),
+      "#render-again-button": () => startStep("render", $("#watch")),
+      "#retry-button": () => startStep(state.project.currentStep || "script", $("#failure")),
+    };
+    for (const [selector, work] of Object.entries(busyClicks)) {
+      on(selector, "click", (event) => withBusy(event.currentTarget, work));
+    }
+    const clicks = {
+      "#edit-brief-button": editBrief,
+      "#failure-edit-brief-button": editBrief,
+      "#back-to-review-button": showReview,
+      "#watch-new-button": startNew,
+      "#new-video-button": startNew,
+      "#more-projects-button": () => loadProjects(true),
+    };
+    for (const [selector, handler] of Object.entries(clicks)) on(selector, "click", handler);
+    on("#brief-form", "submit", submitBrief);
+    on("#brief-text", "input", updateBriefCount);
+    on("#projects-list", "click", (event) => {
+      const item = event.target.closest(".project-item");
+      if (item) openProject(item.dataset.id);
+    });
+    on("#scenes", "input", (event) => {
+      $("#script-saved").textContent = "Unsaved changes.";
+      if (event.target.name === "visual") $("img", event.target.closest(".scene")).alt = event.target.value;
+    });
+    on("#toasts", "click", (event) => {
+      const item = event.target.closest(".toast");
+      const open = event.target.closest(".toast-open");
+      if (open || event.target.closest(".toast-close")) item.remove();
+      if (open) openProject(open.dataset.id);
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && isRunning(state.project)) startPolling(0); // timers slept in the background
+    });
+  }
+
+  async function init() {
+    bindEvents();
+    render();
+    let ticks = 0;
+    setInterval(() => {
+      renderElapsed();
+      ticks += 1;
+      if (ticks % 30 === 0) renderProjects(); // "updated 2 minutes ago" moves on
+    }, 1000);
+    setInterval(refreshIfOthersRun, POLL_MS * 4);
+    try {
+      const [, unfinished] = await Promise.all([loadProjects(), api("GET", "unfinished")]);
+      unfinished.data.forEach(announceIfDue); // jobs that finished while the person was away
+      await offerResume(unfinished.data);
+    } catch (error) {
+      // Without the unfinished list the page still works from a blank brief.
+    }
+  }
+
+  init();
+})();
