@@ -149,3 +149,28 @@ def test_the_page_fits_a_phone(signed_in: Page) -> None:
 
     assert width <= PHONE["width"]
     shot(page, "10-phone-brief")
+
+
+def test_a_lost_connection_keeps_polling_and_cancel_stops_the_job(
+    signed_in: Page, alice: Any
+) -> None:
+    page = signed_in
+    project = lifecycle.create_project(alice, {"title": "Waiting", "brief": BRIEF_TEXT})
+    lifecycle.start_job(project, Step.SCRIPT)  # no worker: it stays queued
+    page.reload()
+    page.get_by_role("dialog").get_by_role("button", name="Continue").click()
+    expect(page.locator("#job-panel")).to_be_visible()
+    expect(page).to_have_title("(0%) Writing the script — videocreation")
+
+    page.route("**/status", lambda route: route.abort())
+    expect(page.locator("#connection-note")).to_be_visible()
+    shot(page, "11-reconnecting")
+    page.unroute("**/status")
+    expect(page.locator("#connection-note")).to_be_hidden()
+
+    page.get_by_role("button", name="Cancel").click()
+    wait_for(
+        lambda: VideoProject.objects.get(pk=project.pk).status == Status.DRAFT,
+        "the job to be cancelled",
+    )
+    expect(page.locator("#job-panel")).to_be_hidden()
