@@ -174,7 +174,9 @@ class _Feeder:
         try:
             self._feed(self._stdin)
         except BrokenPipeError:
-            pass  # ffmpeg died or was killed; its exit status tells why
+            # ffmpeg died or was killed; its exit status tells why. Closing is still right.
+            _close_quietly(self._stdin)
+            return
         except BaseException as exc:
             # Leave stdin open: closing it would let ffmpeg finish a truncated
             # output as if it were whole. The caller sees the error and kills it.
