@@ -197,3 +197,11 @@ class ProgressEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project_id} #{self.seq} {self.kind}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "payload": self.payload,
+            "createdAt": _iso(self.created_at),
+        }

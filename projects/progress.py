@@ -26,7 +26,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from projects.engines.base import JobStopped
-from projects.models import EventKind, ProgressEvent, Status, Step, VideoProject
+from projects.models import (
+    RUNNING_STATUSES,
+    EventKind,
+    ProgressEvent,
+    Status,
+    Step,
+    VideoProject,
+)
 
 Event = tuple[str, dict[str, Any]]
 
@@ -60,6 +67,28 @@ def write(
             for offset, (kind, extra) in enumerate(events)
         )
     return project
+
+
+def delete_history(project: VideoProject) -> int | None:
+    """Clear the log of a project with no running job; None if one runs.
+
+    `version` keeps counting, so every client's cursor stays valid. The row
+    lock keeps a job from starting (and logging) half way through.
+    """
+    with transaction.atomic():
+        idle = VideoProject.objects.select_for_update().filter(pk=project.pk)
+        if not idle.exclude(status__in=RUNNING_STATUSES).exists():
+            return None
+        deleted, _ = ProgressEvent.objects.filter(project=project).delete()
+    return deleted
+
+
+def prune_history(older_than: timedelta) -> int:
+    """Drop the events of projects that finished (or were left) more than `older_than` ago."""
+    cutoff = timezone.now() - older_than
+    idle = VideoProject.objects.exclude(status__in=RUNNING_STATUSES).filter(updated_at__lt=cutoff)
+    deleted, _ = ProgressEvent.objects.filter(project__in=idle).delete()
+    return deleted
 
 
 def event_payload(project: VideoProject, kind: str, extra: dict[str, Any]) -> dict[str, Any]:

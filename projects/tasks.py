@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from projects import lifecycle, pipeline
+from datetime import timedelta
+
+from django.conf import settings
+
+from projects import lifecycle, pipeline, progress
 
 
 def generate_script(project_id: str) -> None:
@@ -15,3 +19,7 @@ def render_video(project_id: str) -> None:
 
 def sweep_lost_jobs() -> int:
     return lifecycle.sweep_lost_jobs()
+
+
+def prune_history() -> int:
+    return progress.prune_history(timedelta(days=settings.EVENT_RETENTION_DAYS))

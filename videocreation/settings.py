@@ -193,6 +193,9 @@ else:
 
 VIDEO_ENGINE = env_str("VIDEO_ENGINE", "local")
 
+# Events of projects idle this long are pruned by a daily django-q2 schedule.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
+
 # How often the creator page asks for the status of a running job.
 CREATOR_POLL_MS = env_int("CREATOR_POLL_MS", 3000, minimum=100)
 

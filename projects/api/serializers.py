@@ -67,6 +67,31 @@ class LogSerializer(serializers.Serializer):
     nextOffset = serializers.IntegerField()
 
 
+class HistoryQuerySerializer(StrictSerializer):
+    after = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+
+class EventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["status", "progress", "log", "error"])
+    payload = serializers.DictField()
+    createdAt = serializers.DateTimeField()
+
+
+class HistorySerializer(serializers.Serializer):
+    events = EventSerializer(many=True)
+    nextAfter = serializers.IntegerField(help_text="Pass as `after` to read on.")
+    hasMore = serializers.BooleanField()
+    version = serializers.IntegerField(help_text="The project's latest seq.")
+
+
+class StatsSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=["mine", "everyone"])
+    total = serializers.IntegerField()
+    byStatus = serializers.DictField(child=serializers.IntegerField())
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()

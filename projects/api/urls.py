@@ -23,5 +23,7 @@ urlpatterns = [
         views.ScenePreviewView.as_view(),
         name="scene-preview",
     ),
+    path("projects/<uuid:project_id>/history", views.HistoryView.as_view(), name="project-history"),
+    path("stats", views.StatsView.as_view(), name="stats"),
     path("unfinished", views.UnfinishedView.as_view(), name="unfinished"),
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError
+from django.db.models import Count
 from django.http import FileResponse, HttpResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
@@ -18,18 +19,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from projects import lifecycle
+from projects import lifecycle, progress
 from projects.api.ranges import ranged_file_response
 from projects.api.serializers import (
     BriefSerializer,
     ErrorSerializer,
+    HistoryQuerySerializer,
+    HistorySerializer,
     LogQuerySerializer,
     LogSerializer,
     ProjectSerializer,
     ScriptEditSerializer,
+    StatsSerializer,
     StatusSerializer,
 )
-from projects.models import EventKind, Step, VideoProject
+from projects.lifecycle import Conflict
+from projects.models import EventKind, Status, Step, VideoProject
 from projects.pipeline import preview_path
 
 ERRORS = {
@@ -230,6 +235,66 @@ class LogView(APIView):
             .values_list("payload__line", flat=True)[offset : offset + self.MAX_LINES]
         )
         return Response({"lines": lines, "nextOffset": offset + len(lines)})
+
+
+class HistoryView(APIView):
+    @extend_schema(
+        operation_id="get_history",
+        summary="The project's event log after seq `after`, in order (at most `limit`, ≤ 1000)",
+        parameters=[
+            OpenApiParameter("after", int, description="The last seq you have (0: all)."),
+            OpenApiParameter("limit", int, description="How many events, 1 to 1000 (100)."),
+        ],
+        responses={200: HistorySerializer, **ERRORS},
+    )
+    def get(self, request: Request, project_id: Any) -> Response:
+        project = get_owned_project(request, project_id)
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        events = list(project.events.filter(seq__gt=after).order_by("seq")[: limit + 1])
+        page = events[:limit]
+        return Response(
+            {
+                "events": [event.to_dict() for event in page],
+                "nextAfter": page[-1].seq if page else after,
+                "hasMore": len(events) > limit,
+                "version": project.version,
+            }
+        )
+
+    @extend_schema(
+        operation_id="delete_history",
+        summary="Clear the event log of a project with no running job",
+        responses={204: None, **ERRORS, **CONFLICT},
+    )
+    def delete(self, request: Request, project_id: Any) -> Response:
+        project = get_owned_project(request, project_id)
+        if progress.delete_history(project) is None:
+            raise Conflict("The history of a running job cannot be cleared.", project.status)
+        return Response(status=http.HTTP_204_NO_CONTENT)
+
+
+class StatsView(APIView):
+    @extend_schema(
+        operation_id="get_stats",
+        summary="Projects counted by status: yours (staff: everyone's)",
+        responses={200: StatsSerializer, 401: ERRORS[401]},
+    )
+    def get(self, request: Request) -> Response:
+        everyone = request.user.is_staff
+        projects = (
+            VideoProject.objects.all() if everyone else VideoProject.objects.owned_by(request.user)
+        )
+        counted = dict(projects.order_by().values_list("status").annotate(count=Count("pk")))
+        by_status = {status: counted.get(status, 0) for status in Status.values}
+        return Response(
+            {
+                "scope": "everyone" if everyone else "mine",
+                "total": sum(by_status.values()),
+                "byStatus": by_status,
+            }
+        )
 
 
 class UnfinishedView(APIView):

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from projects import lifecycle, progress, tasks
+from projects.models import ProgressEvent, Status, Step, VideoProject
+from tests.conftest import SCRIPT
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/video-creation"
+
+
+def finished_script_job(make_project: Any, **overrides: Any) -> VideoProject:
+    project = lifecycle.start_job(make_project(**overrides), Step.SCRIPT)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
+    lifecycle.finish_script(project.pk, "worker-1", SCRIPT)
+    return VideoProject.objects.get(pk=project.pk)
+
+
+def test_history_pages_through_the_log_in_order(alice_api: APIClient, make_project: Any) -> None:
+    project = finished_script_job(make_project)
+    url = f"{API}/projects/{project.pk}/history"
+
+    first = alice_api.get(url, {"limit": 2}).json()
+    rest = alice_api.get(url, {"after": first["nextAfter"], "limit": 1000}).json()
+
+    seqs = [event["seq"] for event in first["events"] + rest["events"]]
+    assert seqs == list(range(1, project.version + 1))
+    assert first["hasMore"] is True
+    assert rest["hasMore"] is False
+    assert rest["version"] == project.version
+    assert first["events"][0]["kind"] == "status"
+    assert rest["events"][-1]["payload"]["status"] == "DRAFT"
+
+
+def test_history_after_the_latest_seq_is_empty(alice_api: APIClient, make_project: Any) -> None:
+    project = finished_script_job(make_project)
+
+    body = alice_api.get(f"{API}/projects/{project.pk}/history", {"after": project.version}).json()
+
+    assert body["events"] == []
+    assert body["nextAfter"] == project.version
+
+
+@pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": "x"}])
+def test_history_refuses_a_bad_query(
+    alice_api: APIClient, make_project: Any, query: dict[str, Any]
+) -> None:
+    response = alice_api.get(f"{API}/projects/{make_project().pk}/history", query)
+
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) <= {"limit", "after"}
+
+
+def test_history_of_another_users_project_is_not_found(
+    charlie_api: APIClient, make_project: Any
+) -> None:
+    project = finished_script_job(make_project)
+
+    assert charlie_api.get(f"{API}/projects/{project.pk}/history").status_code == 404
+    assert charlie_api.delete(f"{API}/projects/{project.pk}/history").status_code == 404
+    assert project.events.count() == project.version
+
+
+def test_the_owner_clears_a_finished_projects_history(
+    alice_api: APIClient, make_project: Any
+) -> None:
+    project = finished_script_job(make_project)
+
+    response = alice_api.delete(f"{API}/projects/{project.pk}/history")
+
+    assert response.status_code == 204
+    assert project.events.count() == 0
+    again = lifecycle.start_job(project, Step.RENDER)
+    assert again.events.get().seq == project.version + 1
+
+
+def test_the_history_of_a_running_job_is_kept(alice_api: APIClient, make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+
+    response = alice_api.delete(f"{API}/projects/{project.pk}/history")
+
+    assert response.status_code == 409
+    assert response.json()["status"] == "GENERATING_SCRIPT"
+    assert project.events.count() == project.version
+
+
+def test_pruning_drops_only_old_idle_projects_events(make_project: Any, settings: Any) -> None:
+    old = finished_script_job(make_project, title="Old")
+    recent = finished_script_job(make_project, title="Recent")
+    running = lifecycle.start_job(make_project(title="Running"), Step.SCRIPT)
+    long_ago = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS + 1)
+    VideoProject.objects.filter(pk__in=[old.pk, running.pk]).update(updated_at=long_ago)
+
+    tasks.prune_history()
+
+    assert not ProgressEvent.objects.filter(project=old).exists()
+    assert ProgressEvent.objects.filter(project=recent).count() == recent.version
+    assert ProgressEvent.objects.filter(project=running).count() == running.version
+
+
+def test_stats_count_the_callers_projects_by_status(
+    alice_api: APIClient, make_project: Any, charlie: Any
+) -> None:
+    make_project()
+    lifecycle.start_job(make_project(), Step.SCRIPT)
+    make_project(owner=charlie)
+
+    body = alice_api.get(f"{API}/stats").json()
+
+    assert body["scope"] == "mine"
+    assert body["total"] == 2
+    assert body["byStatus"] == {
+        "DRAFT": 1, "GENERATING_SCRIPT": 1, "RENDERING": 0, "COMPLETED": 0, "FAILED": 0
+    }  # fmt: skip
+
+
+def test_staff_stats_count_everyones_projects(make_project: Any, charlie: Any) -> None:
+    make_project()
+    make_project(owner=charlie)
+    charlie.is_staff = True
+    charlie.save()
+    staff = APIClient()
+    staff.force_authenticate(charlie)
+
+    body = staff.get(f"{API}/stats").json()
+
+    assert body["scope"] == "everyone"
+    assert body["byStatus"][Status.DRAFT] == 2
+
+
+def test_delete_history_is_refused_by_the_write_path_while_running(make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+
+    assert progress.delete_history(project) is None
