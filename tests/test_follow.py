@@ -1,0 +1,132 @@
+"""`manage.py follow` shows a running job in the terminal and exits with its outcome."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from projects import lifecycle, tasks
+from projects.models import Step, VideoProject
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def every_report_written(settings: Any) -> None:
+    settings.PROGRESS_MIN_INTERVAL = 0
+
+
+def follow(*args: str) -> tuple[str, int]:
+    out = io.StringIO()
+    try:
+        call_command("follow", *args, stdout=out)
+    except SystemExit as exit_:
+        return out.getvalue(), int(exit_.code or 0)
+    return out.getvalue(), 0
+
+
+def run_in_thread(task: Any, project: VideoProject) -> threading.Thread:
+    def work() -> None:
+        try:
+            task(str(project.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
+
+
+def test_it_follows_a_render_to_the_video(scripted_project: VideoProject) -> None:
+    project = lifecycle.start_job(scripted_project, Step.RENDER)
+    worker = run_in_thread(tasks.render_video, project)
+
+    output, code = follow(str(project.pk))
+    worker.join(timeout=60)
+
+    assert code == 0
+    percents = [int(value) for value in re.findall(r"\]\s+(\d+)%", output)]
+    assert percents == sorted(percents)
+    assert len({value for value in percents if 0 < value < 100}) >= 2
+    assert "step 1/3" in output
+    assert "Scene 1: rendering" in output
+    assert output.rstrip().endswith(f"Video ready: /api/video-creation/projects/{project.pk}/video")
+
+
+def test_a_failed_job_exits_1_with_its_error(make_project: Any, settings: Any) -> None:
+    settings.VIDEO_ENGINE = "tests.engines.PickyEngine"
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+    worker = run_in_thread(tasks.generate_script, project)
+
+    output, code = follow(str(project.pk))
+    worker.join(timeout=60)
+
+    assert code == 1
+    assert "Failed: The brief has nothing that can be filmed." in output
+
+
+def test_a_cancelled_job_exits_2(make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
+    out = io.StringIO()
+    result: dict[str, int] = {}
+
+    def follow_in_thread() -> None:
+        try:
+            call_command("follow", str(project.pk), "--timeout", "30", stdout=out)
+            result["code"] = 0
+        except SystemExit as exit_:
+            result["code"] = int(exit_.code or 0)
+        finally:
+            connection.close()
+
+    follower = threading.Thread(target=follow_in_thread)
+    follower.start()
+    wait_for(lambda: "[" in out.getvalue(), "the follower to draw its bar")
+    lifecycle.cancel(project)
+    follower.join(timeout=30)
+
+    assert result["code"] == 2
+    assert out.getvalue().rstrip().endswith("Cancelled.")
+
+
+def test_from_start_replays_every_event_of_a_finished_job(make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+    tasks.generate_script(str(project.pk))
+
+    output, code = follow(str(project.pk), "--from-start")
+
+    assert code == 0
+    assert "Picked up by worker" in output
+    assert output.rstrip().endswith("Script ready.")
+    assert output.count("Script ready.") == 1
+
+
+def test_nothing_running_is_said_at_once(make_project: Any) -> None:
+    output, code = follow(str(make_project().pk))
+
+    assert code == 0
+    assert "No job is running." in output
+
+
+def test_waiting_can_time_out(make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+
+    output, code = follow(str(project.pk), "--timeout", "0.3")
+
+    assert code == 3
+    assert "Stopped waiting." in output
+
+
+@pytest.mark.parametrize("project_id", ["not-an-id", str(uuid.uuid4())])
+def test_an_unknown_project_is_a_clear_error(project_id: str) -> None:
+    with pytest.raises(CommandError, match="There is no project with the id"):
+        call_command("follow", project_id, stdout=io.StringIO())
