@@ -45,18 +45,39 @@ def run_in_thread(task: Any, project: VideoProject) -> threading.Thread:
     return thread
 
 
+def follow_in_thread(*args: str) -> tuple[threading.Thread, io.StringIO, dict[str, int]]:
+    """Start following first, so the job cannot end before the follower looks."""
+    out = io.StringIO()
+    result: dict[str, int] = {}
+
+    def work() -> None:
+        try:
+            call_command("follow", *args, stdout=out)
+            result["code"] = 0
+        except SystemExit as exit_:
+            result["code"] = int(exit_.code or 0)
+        finally:
+            connection.close()
+
+    follower = threading.Thread(target=work)
+    follower.start()
+    wait_for(lambda: "[" in out.getvalue(), "the follower to draw its bar")
+    return follower, out, result
+
+
 def test_it_follows_a_render_to_the_video(scripted_project: VideoProject) -> None:
     project = lifecycle.start_job(scripted_project, Step.RENDER)
-    worker = run_in_thread(tasks.render_video, project)
+    follower, out, result = follow_in_thread(str(project.pk), "--timeout", "60")
 
-    output, code = follow(str(project.pk))
-    worker.join(timeout=60)
+    run_in_thread(tasks.render_video, project).join(timeout=60)
+    follower.join(timeout=60)
 
-    assert code == 0
+    output = out.getvalue()
+    assert result["code"] == 0
     percents = [int(value) for value in re.findall(r"\]\s+(\d+)%", output)]
     assert percents == sorted(percents)
     assert len({value for value in percents if 0 < value < 100}) >= 2
-    assert "step 1/3" in output
+    assert "step 2/3  Rendering scene 2 of 2" in output
     assert "Scene 1: rendering" in output
     assert output.rstrip().endswith(f"Video ready: /api/video-creation/projects/{project.pk}/video")
 
@@ -64,38 +85,40 @@ def test_it_follows_a_render_to_the_video(scripted_project: VideoProject) -> Non
 def test_a_failed_job_exits_1_with_its_error(make_project: Any, settings: Any) -> None:
     settings.VIDEO_ENGINE = "tests.engines.PickyEngine"
     project = lifecycle.start_job(make_project(), Step.SCRIPT)
-    worker = run_in_thread(tasks.generate_script, project)
+    follower, out, result = follow_in_thread(str(project.pk), "--timeout", "60")
 
-    output, code = follow(str(project.pk))
-    worker.join(timeout=60)
+    run_in_thread(tasks.generate_script, project).join(timeout=60)
+    follower.join(timeout=60)
 
-    assert code == 1
+    output = out.getvalue()
+    assert result["code"] == 1
+    assert output.count("The brief has nothing that can be filmed.") == 1
     assert "Failed: The brief has nothing that can be filmed." in output
 
 
 def test_a_cancelled_job_exits_2(make_project: Any) -> None:
     project = lifecycle.start_job(make_project(), Step.SCRIPT)
     lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
-    out = io.StringIO()
-    result: dict[str, int] = {}
+    follower, out, result = follow_in_thread(str(project.pk), "--timeout", "30")
 
-    def follow_in_thread() -> None:
-        try:
-            call_command("follow", str(project.pk), "--timeout", "30", stdout=out)
-            result["code"] = 0
-        except SystemExit as exit_:
-            result["code"] = int(exit_.code or 0)
-        finally:
-            connection.close()
-
-    follower = threading.Thread(target=follow_in_thread)
-    follower.start()
-    wait_for(lambda: "[" in out.getvalue(), "the follower to draw its bar")
     lifecycle.cancel(project)
     follower.join(timeout=30)
 
     assert result["code"] == 2
     assert out.getvalue().rstrip().endswith("Cancelled.")
+
+
+def test_since_resumes_mid_job_and_keeps_waiting(make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
+    seen = VideoProject.objects.get(pk=project.pk).version
+    lifecycle.next_attempt(project.pk, "worker-1", 2, "Trying again after a hiccup")
+
+    output, code = follow(str(project.pk), "--since", str(seen), "--timeout", "0.5")
+
+    assert code == 3
+    assert "Trying again after a hiccup" in output
+    assert "Picked up by worker" not in output
 
 
 def test_from_start_replays_every_event_of_a_finished_job(make_project: Any) -> None:
@@ -108,6 +131,9 @@ def test_from_start_replays_every_event_of_a_finished_job(make_project: Any) -> 
     assert "Picked up by worker" in output
     assert output.rstrip().endswith("Script ready.")
     assert output.count("Script ready.") == 1
+    lines = [event.payload["line"] for event in project.events.filter(kind="log").order_by("seq")]
+    positions = [output.index(line) for line in lines]
+    assert positions == sorted(positions)
 
 
 def test_nothing_running_is_said_at_once(make_project: Any) -> None:

@@ -49,6 +49,7 @@ class Command(BaseCommand):
         project = self._project(options["project_id"])
         self.tty = self.stdout.isatty()
         self.bar_shown = False
+        self.last_bar = ""
         self.stdout.write(f"{project.title} — {project.get_status_display()}")
         replaying = options["from_start"] or options["since"] is not None
         if not replaying and not project.is_running:
@@ -82,20 +83,21 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout if timeout else None
         outcome = 0
         while True:
+            # Read before the events: a job seen ended here has all its events committed.
+            job_runs = VideoProject.objects.running().filter(pk=project_id).exists()
             for event in _events_after(project_id, cursor):
                 cursor = event.seq
                 self._show(event)
-                if event.kind != EventKind.STATUS:
-                    continue
-                if event.payload.get("status") in RUNNING_STATUSES:
+                status = event.payload.get("status")
+                if status in RUNNING_STATUSES:
                     running = True
-                elif running:
+                elif event.kind == EventKind.STATUS and running:
                     running, outcome = False, _outcome(event.payload) or 0
                     self._announce(event.payload, outcome)
                     if cursor >= replay_to:
                         self._end_bar()
                         return outcome
-            if not running and cursor >= replay_to:
+            if not job_runs and cursor >= replay_to:
                 self._end_bar()
                 return outcome
             if deadline is not None and time.monotonic() > deadline:
@@ -106,9 +108,7 @@ class Command(BaseCommand):
     def _show(self, event: ProgressEvent) -> None:
         if event.kind == EventKind.LOG:
             self._line(event.payload.get("line", ""))
-        elif event.kind == EventKind.ERROR:
-            self._line(f"Error: {event.payload['error']['message']}")
-        else:
+        elif event.kind != EventKind.ERROR:  # the failure is told once, by `_announce`
             self._draw(event.payload)
 
     def _announce(self, payload: dict[str, Any], outcome: int) -> None:
@@ -124,11 +124,15 @@ class Command(BaseCommand):
     def _draw(self, payload: dict[str, Any]) -> None:
         percent = int(payload.get("progress") or 0)
         filled = BAR_WIDTH * percent // 100
-        step = f"step {payload.get('completedSteps', 0)}/{payload.get('totalSteps', 0)}"
+        done, total = payload.get("completedSteps", 0), payload.get("totalSteps", 0)
+        step = f"step {min(done + 1, total)}/{total}"  # the step under way, as people count
         text = (
             f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:3d}%  {step}  "
             f"{payload.get('progressMessage', '')}"
         )
+        if text == self.last_bar:
+            return
+        self.last_bar = text
         if self.tty:
             self.stdout.write(f"\r\033[K{text}", ending="")
             self.stdout.flush()
@@ -141,6 +145,7 @@ class Command(BaseCommand):
         self.stdout.write(text)
 
     def _end_bar(self) -> None:
+        self.last_bar = ""  # a log line pushed the bar away: draw it again next time
         if self.bar_shown:
             self.stdout.write("\r\033[K", ending="")
             self.bar_shown = False
