@@ -12,13 +12,15 @@ count of 0 and answer 409 or step aside.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -47,6 +49,10 @@ class Conflict(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class IdempotencyKeyReused(Exception):
+    """A create repeated with the same Idempotency-Key but a different brief."""
 
 
 def _status_event() -> list[progress.Event]:
@@ -121,6 +127,22 @@ def retry(project: VideoProject) -> VideoProject:
     if project.current_step not in Step.values:
         raise Conflict("The project has no last job to retry.", project.status)
     return start_job(project, Step(project.current_step), from_statuses=(Status.FAILED,))
+
+
+def create_project_once(owner: Any, brief_fields: dict[str, Any], key: str) -> VideoProject:
+    """The project this Idempotency-Key made, or a new one; the key with another brief: refused."""
+    fingerprint = hashlib.sha256(json.dumps(brief_fields, sort_keys=True).encode()).hexdigest()
+    mine = VideoProject.objects.owned_by(owner)
+    try:
+        project = mine.filter(idempotency_key=key).first() or create_project(
+            owner, brief_fields, idempotency_key=key, idempotency_fingerprint=fingerprint
+        )
+    except IntegrityError:
+        # A concurrent request with the same key created it a moment ago.
+        project = mine.get(idempotency_key=key)
+    if project.idempotency_fingerprint != fingerprint:
+        raise IdempotencyKeyReused("This Idempotency-Key was used before with a different body.")
+    return project
 
 
 def cancel(project: VideoProject) -> VideoProject:

@@ -51,6 +51,11 @@ class VideoProjectQuerySet(models.QuerySet["VideoProject"]):
     def running(self) -> VideoProjectQuerySet:
         return self.filter(status__in=RUNNING_STATUSES)
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many projects are in each status, every status named (0 where none)."""
+        counted = dict(self.order_by().values_list("status").annotate(count=models.Count("pk")))
+        return {status: counted.get(status, 0) for status in Status.values}
+
 
 class VideoProject(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

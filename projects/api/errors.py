@@ -9,7 +9,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from projects.lifecycle import Conflict
+from projects.lifecycle import Conflict, IdempotencyKeyReused
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -17,6 +17,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": exc.message, "code": "conflict", "status": exc.status}, status=409
         )
+    if isinstance(exc, IdempotencyKeyReused):
+        return Response({"detail": str(exc), "code": "idempotency_key_reused"}, status=422)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError
-from django.db.models import Count
 from django.http import FileResponse, HttpResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
@@ -34,7 +30,7 @@ from projects.api.serializers import (
     StatusSerializer,
 )
 from projects.lifecycle import Conflict
-from projects.models import EventKind, Status, Step, VideoProject
+from projects.models import EventKind, Step, VideoProject
 from projects.pipeline import preview_path
 
 ERRORS = {
@@ -93,28 +89,9 @@ class ProjectsView(APIView):
         if not key:
             project = lifecycle.create_project(request.user, brief.validated_data)
             return Response(project.to_dict(), status=http.HTTP_201_CREATED)
-        return self._create_once(request, key, brief.validated_data)
-
-    def _create_once(self, request: Request, key: str, fields: dict[str, Any]) -> Response:
         if len(key) > 200:
             raise ValidationError({"Idempotency-Key": ["Use a key of at most 200 characters."]})
-        fingerprint = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-        mine = VideoProject.objects.owned_by(request.user)
-        try:
-            project = mine.filter(idempotency_key=key).first() or lifecycle.create_project(
-                request.user, fields, idempotency_key=key, idempotency_fingerprint=fingerprint
-            )
-        except IntegrityError:
-            # A concurrent request with the same key created it a moment ago.
-            project = mine.get(idempotency_key=key)
-        if project.idempotency_fingerprint != fingerprint:
-            return Response(
-                {
-                    "detail": "This Idempotency-Key was used before with a different body.",
-                    "code": "idempotency_key_reused",
-                },
-                status=http.HTTP_422_UNPROCESSABLE_ENTITY,
-            )
+        project = lifecycle.create_project_once(request.user, brief.validated_data, key)
         return Response(project.to_dict(), status=http.HTTP_201_CREATED)
 
 
@@ -286,8 +263,7 @@ class StatsView(APIView):
         projects = (
             VideoProject.objects.all() if everyone else VideoProject.objects.owned_by(request.user)
         )
-        counted = dict(projects.order_by().values_list("status").annotate(count=Count("pk")))
-        by_status = {status: counted.get(status, 0) for status in Status.values}
+        by_status = projects.count_by_status()
         return Response(
             {
                 "scope": "everyone" if everyone else "mine",
