@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -210,3 +210,111 @@ class ProgressEvent(models.Model):
             "payload": self.payload,
             "createdAt": _iso(self.created_at),
         }
+
+
+class Transport(models.TextChoices):
+    SSE = "sse", "Server-Sent Events"
+    WEBSOCKET = "websocket", "WebSocket"
+
+
+class LiveClientQuerySet(models.QuerySet["LiveClient"]):
+    def connected(self) -> LiveClientQuerySet:
+        """Connections whose web process vouched for them recently (a dead process can't)."""
+        since = datetime.now(UTC) - timedelta(seconds=settings.LIVE_CLIENT_STALE_SECONDS)
+        return self.filter(seen_at__gte=since)
+
+    def summary(self) -> dict[str, Any]:
+        """Connected clients counted by user and by project, each split by transport."""
+        clients = list(
+            self.connected().values_list("transport", "user__username", "project_id", "session_id")
+        )
+        sessions = {session for _, _, _, session in clients if session}
+        watched: dict[Any, list[Any]] = {}
+        for session, project in WebSocketSubscription.objects.filter(
+            session_id__in=sessions
+        ).values_list("session_id", "project_id"):
+            watched.setdefault(session, []).append(project)
+        by_user: dict[str, dict[str, int]] = {}
+        by_project: dict[str, dict[str, int]] = {}
+        for transport, username, project, session in clients:
+            counts = by_user.setdefault(username, dict.fromkeys(Transport.values, 0))
+            counts[transport] += 1
+            for watched_project in [project] if project else watched.get(session, []):
+                counts = by_project.setdefault(
+                    str(watched_project), dict.fromkeys(Transport.values, 0)
+                )
+                counts[transport] += 1
+        return {
+            "total": len(clients),
+            "byUser": [{"user": name, **counts} for name, counts in sorted(by_user.items())],
+            "byProject": [{"project": pk, **counts} for pk, counts in sorted(by_project.items())],
+        }
+
+
+class LiveClient(models.Model):
+    """One open SSE or WebSocket connection, in whichever web process holds it.
+
+    Rows are how `GET active` sees every process. The process deletes the row
+    when the client leaves and refreshes `seen_at` for all its clients in one
+    statement now and then; the row of a process that died stops being
+    refreshed, soon counts as gone, and is pruned with old history.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    transport = models.CharField(max_length=10, choices=Transport.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="live_clients"
+    )
+    # SSE: the project it streams. WebSocket: see the session's subscriptions.
+    project = models.ForeignKey(
+        VideoProject, null=True, blank=True, on_delete=models.CASCADE, related_name="live_clients"
+    )
+    session = models.ForeignKey(
+        "WebSocketSession", null=True, blank=True, on_delete=models.CASCADE, related_name="clients"
+    )
+    process = models.CharField(max_length=100)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    seen_at = models.DateTimeField(db_index=True)
+
+    objects = LiveClientQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.transport} client of {self.user_id} in {self.process}"
+
+
+class WebSocketSession(models.Model):
+    """A WebSocket client's resumable state: who it is and where it is in each project's log.
+
+    It outlives the connection (and the web process), so a client that
+    reconnects with `?old_client_id=` picks up every project where it left off.
+    """
+
+    client_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="websocket_sessions"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"WebSocket session {self.client_id}"
+
+
+class WebSocketSubscription(models.Model):
+    """A session's interest in one project, and the last `seq` sent to it."""
+
+    session = models.ForeignKey(
+        WebSocketSession, on_delete=models.CASCADE, related_name="subscriptions"
+    )
+    project = models.ForeignKey(
+        VideoProject, on_delete=models.CASCADE, related_name="websocket_subscriptions"
+    )
+    last_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "project"], name="unique_subscription")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} follows {self.project_id} from #{self.last_seq}"

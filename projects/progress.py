@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from projects import bus
 from projects.engines.base import JobStopped
 from projects.models import (
     RUNNING_STATUSES,
@@ -66,6 +67,8 @@ def write(
             )
             for offset, (kind, extra) in enumerate(events)
         )
+        if events:
+            bus.announce(project.pk)
     return project
 
 

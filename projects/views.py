@@ -18,4 +18,11 @@ class CreatorPage(LoginRequiredMixin, TemplateView):
     template_name = "creator.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return super().get_context_data(**kwargs) | {"poll_ms": settings.CREATOR_POLL_MS}
+        return super().get_context_data(**kwargs) | {
+            "poll_ms": settings.CREATOR_POLL_MS,
+            "poll_seconds": f"{settings.CREATOR_POLL_MS / 1000:g}",
+            "use_sse": settings.CREATOR_USE_SSE,
+            # The page cannot see heartbeats (EventSource hides comments); it only
+            # needs to know how long a healthy stream may stay silent.
+            "sse_heartbeat_ms": round(settings.SSE_HEARTBEAT_SECONDS * 1000),
+        }

@@ -3,8 +3,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,21 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from projects import lifecycle
 from projects.models import VideoProject
+from videocreation.settings import DEVELOPMENT_SECRET_KEY
+
+# django-q2 signs every task with SECRET_KEY, and a web server without DEBUG refuses
+# the development key: the test process and every server and worker it starts share
+# one key of their own, as the processes of one deployment do.
+# (django-q2 copied the key into its Conf when it loaded.)
+if settings.SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    TEST_SECRET_KEY = "a-secret-for-test-processes-only-0123456789"
+    settings.SECRET_KEY = Conf.SECRET_KEY = os.environ["SECRET_KEY"] = TEST_SECRET_KEY
 
 BRIEF = {
     "title": "Night trains of Europe",
@@ -41,7 +54,7 @@ def media_root(settings: Any, tmp_path: Any) -> Any:
     return settings.MEDIA_ROOT
 
 
-def _client_for(user: User) -> APIClient:
+def api_client_for(user: User) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
@@ -60,12 +73,12 @@ def charlie(django_user_model: type[User]) -> User:
 
 @pytest.fixture
 def alice_api(alice: User) -> APIClient:
-    return _client_for(alice)
+    return api_client_for(alice)
 
 
 @pytest.fixture
 def charlie_api(charlie: User) -> APIClient:
-    return _client_for(charlie)
+    return api_client_for(charlie)
 
 
 @pytest.fixture
@@ -151,3 +164,76 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
             worker.wait()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.pid, signal.SIGKILL)
+
+
+class AsgiServer:
+    """`uvicorn videocreation.asgi:application` as its own process, as `make run` starts it.
+
+    It reads the tests' database (so its rows must be committed: use
+    `django_db(transaction=True)`) and can be stopped and started again on
+    the same port, as a deploy restarts a web server.
+    """
+
+    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+        self.log_path = log_path
+        self.env = env
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, **extra_env: str) -> AsgiServer:
+        self.env.update(extra_env)
+        command = [sys.executable, "-m", "uvicorn", "videocreation.asgi:application"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
+        command += ["--timeout-graceful-shutdown", "1"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_serving()
+        return self
+
+    def _wait_until_serving(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"The web server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"The web server did not answer in {timeout} s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+    def restart(self, **extra_env: str) -> AsgiServer:
+        self.stop()
+        return self.start(**extra_env)
+
+
+@pytest.fixture
+def asgi_server(media_root: Path, tmp_path: Path) -> Iterator[AsgiServer]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_children(),
+        "MEDIA_ROOT": str(media_root),
+        "DEBUG": "0",
+    }
+    server = AsgiServer(tmp_path / "uvicorn.log", env).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -458,11 +458,13 @@ def test_the_openapi_schema_describes_every_endpoint(alice_api: APIClient) -> No
         "/api/video-creation/projects/{project_id}/render": {"post"},
         "/api/video-creation/projects/{project_id}/cancel": {"post"},
         "/api/video-creation/projects/{project_id}/status": {"get"},
+        "/api/video-creation/projects/{project_id}/events": {"get"},
         "/api/video-creation/projects/{project_id}/notified": {"post"},
         "/api/video-creation/projects/{project_id}/video": {"get"},
         "/api/video-creation/projects/{project_id}/log": {"get"},
         "/api/video-creation/projects/{project_id}/history": {"get", "delete"},
         "/api/video-creation/stats": {"get"},
+        "/api/video-creation/active": {"get"},
         "/api/video-creation/unfinished": {"get"},
     }.items():
         assert methods <= set(paths[path]), path

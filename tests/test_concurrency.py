@@ -8,7 +8,7 @@ from django.db import connection
 from django_q.brokers import get_broker
 
 from projects.models import EventKind, Status, VideoProject
-from tests.conftest import _client_for
+from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +21,7 @@ def test_twenty_concurrent_starts_give_one_job(alice: Any, make_project: Any) ->
     answers: list[Any] = []
 
     def start() -> None:
-        client = _client_for(alice)
+        client = api_client_for(alice)
         barrier.wait(timeout=10)
         try:
             answers.append(client.post(f"/api/video-creation/projects/{project.pk}/script"))

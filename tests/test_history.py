@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from projects import lifecycle, progress, tasks
 from projects.models import ProgressEvent, Status, Step, VideoProject
-from tests.conftest import SCRIPT
+from tests.conftest import SCRIPT, api_client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -126,8 +126,7 @@ def test_staff_stats_count_everyones_projects(make_project: Any, charlie: Any) -
     make_project(owner=charlie)
     charlie.is_staff = True
     charlie.save()
-    staff = APIClient()
-    staff.force_authenticate(charlie)
+    staff = api_client_for(charlie)
 
     body = staff.get(f"{API}/stats").json()
 

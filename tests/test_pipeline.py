@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from rest_framework.test import APIClient
 
 from projects import lifecycle, tasks
 from projects.models import EventKind, Status, Step, VideoProject
-from tests.conftest import events_of
+from tests.conftest import api_client_for, events_of
 from tests.engines import DownEngine, FlakyEngine, PickyEngine, RecordingEngine
 from tests.media import probe, processes_mentioning
 from tests.waiting import wait_for
@@ -58,8 +57,7 @@ def test_the_script_job_writes_scenes_with_previews(make_project: Any, engine: A
     scenes = done.script_data["scenes"]
     assert [scene["index"] for scene in scenes] == [0, 1, 2]
     assert all(scene["narration"] and scene["visual"] for scene in scenes)
-    api = APIClient()
-    api.force_authenticate(done.owner)
+    api = api_client_for(done.owner)
     preview = api.get(f"/api/video-creation/projects/{done.pk}/scenes/2/preview")
     assert preview.status_code == 200
     assert preview["Content-Type"] == "image/webp"
@@ -113,8 +111,7 @@ def test_the_finished_video_downloads_through_the_api(
 ) -> None:
     project = lifecycle.start_job(scripted_project, Step.RENDER)
     tasks.render_video(str(project.pk))
-    api = APIClient()
-    api.force_authenticate(project.owner)
+    api = api_client_for(project.owner)
 
     status = api.get(f"/api/video-creation/projects/{project.pk}/status").json()
     download = api.get(status["videoUrl"])
@@ -228,8 +225,7 @@ def test_a_job_past_its_time_limit_fails_and_leaves_no_ffmpeg(
 def test_cancel_mid_render_kills_ffmpeg_and_returns_to_draft(
     scripted_project: Any, engine: Any, media_root: Path
 ) -> None:
-    api = APIClient()
-    api.force_authenticate(scripted_project.owner)
+    api = api_client_for(scripted_project.owner)
     lifecycle.start_job(scripted_project, Step.RENDER)
     worker = threading.Thread(target=_run_render, args=(scripted_project.pk,))
     worker.start()

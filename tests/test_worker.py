@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from tests.conftest import BRIEF
+from tests.conftest import BRIEF, api_client_for
 from tests.media import probe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -31,8 +31,7 @@ def _poll_job(api: APIClient, status_url: str, done_status: str) -> list[dict[st
 def test_a_worker_process_writes_the_script_and_renders_the_video(
     alice: Any, qcluster: subprocess.Popen[bytes], media_root: Path, tmp_path: Path
 ) -> None:
-    api = APIClient()
-    api.force_authenticate(alice)
+    api = api_client_for(alice)
     project = api.post("/api/video-creation/projects", BRIEF, format="json").json()
     base = f"/api/video-creation/projects/{project['id']}"
 

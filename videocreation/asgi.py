@@ -1,13 +1,54 @@
+"""The ASGI application: Django for HTTP (SSE included), Channels for /ws/progress/.
+
+The lifespan hook closes this process's event bus on shutdown, which ends
+every SSE stream and WebSocket subscription so their clients reconnect.
+"""
+
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "videocreation.settings")
 
-application = get_asgi_application()
+# Django must be set up before the consumers (and their models) are imported.
+http_application = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from projects.bus import close_bus  # noqa: E402
+from projects.consumers import ProgressConsumer, TokenHeaderAuthMiddleware  # noqa: E402
 from videocreation.settings import require_production_secret  # noqa: E402
 
 require_production_secret()
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close_bus()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_application,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(
+                TokenHeaderAuthMiddleware(
+                    URLRouter([path("ws/progress/", ProgressConsumer.as_asgi())])
+                )
+            )
+        ),
+        "lifespan": lifespan,
+    }
+)

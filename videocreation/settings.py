@@ -198,6 +198,35 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 
 # How often the creator page asks for the status of a running job.
 CREATOR_POLL_MS = env_int("CREATOR_POLL_MS", 3000, minimum=100)
+# Whether the creator page follows a job over Server-Sent Events (falling back
+# to polling when the stream fails) instead of polling; a person can switch it.
+CREATOR_USE_SSE = env_bool("CREATOR_USE_SSE", False)
+
+# --- Live events (see projects/bus.py) -----------------------------------
+
+# How a committed event wakes the web processes: PostgreSQL NOTIFY, Redis
+# pub/sub, or listeners polling the database (the only way on SQLite).
+EVENT_BUS = env_str("EVENT_BUS", "postgres" if IS_POSTGRES else "redis" if REDIS_URL else "poll")
+if EVENT_BUS not in {"postgres", "redis", "poll"}:
+    raise ImproperlyConfigured(f"EVENT_BUS must be postgres, redis or poll, not {EVENT_BUS!r}.")
+if EVENT_BUS == "postgres" and not IS_POSTGRES:
+    raise ImproperlyConfigured("EVENT_BUS=postgres needs a PostgreSQL DATABASE_URL.")
+if EVENT_BUS == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("EVENT_BUS=redis needs REDIS_URL.")
+# How often a polling listener reads the database (and, with NOTIFY or Redis,
+# how often it checks anyway, in case a wake-up was lost).
+EVENT_POLL_SECONDS = env_float("EVENT_POLL_SECONDS", 0.25, minimum=0.01)
+EVENT_SAFETY_POLL_SECONDS = env_float("EVENT_SAFETY_POLL_SECONDS", 5.0, minimum=0.1)
+# SSE: a comment line this often keeps proxies from closing an idle stream; a
+# stream ends after SSE_MAX_SECONDS (clients reconnect with Last-Event-ID).
+SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+SSE_MAX_SECONDS = env_float("SSE_MAX_SECONDS", 1800.0, minimum=1.0)
+SSE_RETRY_MS = env_int("SSE_RETRY_MS", 3000, minimum=100)
+LONG_POLL_MAX_SECONDS = 60
+# A web process vouches for its live clients this often; `GET active` counts a
+# client gone once its process has been silent for LIVE_CLIENT_STALE_SECONDS.
+LIVE_CLIENT_REFRESH_SECONDS = env_float("LIVE_CLIENT_REFRESH_SECONDS", 15.0, minimum=0.1)
+LIVE_CLIENT_STALE_SECONDS = env_float("LIVE_CLIENT_STALE_SECONDS", 45.0, minimum=0.3)
 
 # --- Auth, API ------------------------------------------------------------
 
@@ -237,6 +266,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "projects.api.schema.document_async_views",
+    ],
 }
 
 # --- Files ------------------------------------------------------------------

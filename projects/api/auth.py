@@ -3,26 +3,42 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+KEYWORDS = (b"token", b"bearer")
 
-class TokenOrBearerAuthentication(TokenAuthentication):
-    """DRF's token authentication, under either keyword: `Token <key>` or `Bearer <key>`.
+
+def token_key(authorization: bytes) -> str | None:
+    """The key in `Token <key>` or `Bearer <key>`; None when the header names no token.
 
     OpenAI clients send `Bearer`; a token never travels in a URL.
     """
+    words = authorization.split()
+    if not words or words[0].lower() not in KEYWORDS:
+        return None
+    if len(words) != 2:
+        raise AuthenticationFailed("The Authorization header must be 'Token <key>'.")
+    try:
+        return words[1].decode()
+    except UnicodeError:
+        raise AuthenticationFailed("The token contains characters a token never has.") from None
 
-    keywords = (b"token", b"bearer")
+
+async def user_for_token(key: str) -> Any:
+    """The active user a token belongs to (what DRF's TokenAuthentication checks, awaitable)."""
+    token = await Token.objects.select_related("user").filter(key=key).afirst()
+    if token is None:
+        raise AuthenticationFailed("Invalid token.")
+    if not token.user.is_active:
+        raise AuthenticationFailed("User inactive or deleted.")
+    return token.user
+
+
+class TokenOrBearerAuthentication(TokenAuthentication):
+    """DRF's token authentication, under either keyword: `Token <key>` or `Bearer <key>`."""
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
-        words = get_authorization_header(request).split()
-        if not words or words[0].lower() not in self.keywords:
-            return None
-        if len(words) != 2:
-            raise AuthenticationFailed("The Authorization header must be 'Token <key>'.")
-        try:
-            key = words[1].decode()
-        except UnicodeError:
-            raise AuthenticationFailed("The token contains characters a token never has.") from None
-        return self.authenticate_credentials(key)
+        key = token_key(get_authorization_header(request))
+        return None if key is None else self.authenticate_credentials(key)

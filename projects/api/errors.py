@@ -23,7 +23,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = _validation_body(exc.detail)
+        response.data = validation_body(exc.detail)
     elif isinstance(exc, exceptions.APIException):
         response.data = {"detail": str(exc.detail), "code": _code_of(exc)}
     return response
@@ -34,7 +34,7 @@ def _code_of(exc: exceptions.APIException) -> str:
     return {"not_found": "not_found"}.get(code, code)
 
 
-def _validation_body(detail: Any) -> dict[str, Any]:
+def validation_body(detail: Any) -> dict[str, Any]:
     if not isinstance(detail, dict):
         detail = {"non_field_errors": detail if isinstance(detail, list) else [detail]}
     fields = {name: _messages(errors) for name, errors in detail.items()}
@@ -57,13 +57,13 @@ def _messages(errors: Any) -> list[str]:
     return [str(errors)]
 
 
-def _json_error(status: int, detail: str, code: str) -> JsonResponse:
+def json_error(status: int, detail: str, code: str) -> JsonResponse:
     return JsonResponse({"detail": detail, "code": code}, status=status)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:
     if request.path.startswith(("/api/", "/v1/")):
-        return _json_error(404, "There is nothing at this address.", "not_found")
+        return json_error(404, "There is nothing at this address.", "not_found")
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -71,7 +71,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:
 
 def server_error(request: HttpRequest) -> Any:
     if request.path.startswith(("/api/", "/v1/")):
-        return _json_error(
+        return json_error(
             500, "Something went wrong on our side; please try again.", "server_error"
         )
     from django.views.defaults import server_error as html_server_error

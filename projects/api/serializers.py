@@ -92,6 +92,12 @@ class StatsSerializer(serializers.Serializer):
     byStatus = serializers.DictField(child=serializers.IntegerField())
 
 
+class ActiveSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    byUser = serializers.ListField(child=serializers.DictField())
+    byProject = serializers.ListField(child=serializers.DictField())
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()

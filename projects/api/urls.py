@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from projects import streams
 from projects.api import views
 
 urlpatterns = [
@@ -10,7 +11,8 @@ urlpatterns = [
     path("projects/<uuid:project_id>/script", views.ScriptView.as_view(), name="project-script"),
     path("projects/<uuid:project_id>/render", views.RenderView.as_view(), name="project-render"),
     path("projects/<uuid:project_id>/cancel", views.CancelView.as_view(), name="project-cancel"),
-    path("projects/<uuid:project_id>/status", views.StatusView.as_view(), name="project-status"),
+    path("projects/<uuid:project_id>/status", streams.status, name="project-status"),
+    path("projects/<uuid:project_id>/events", streams.events, name="project-events"),
     path(
         "projects/<uuid:project_id>/notified",
         views.NotifiedView.as_view(),
@@ -25,5 +27,6 @@ urlpatterns = [
     ),
     path("projects/<uuid:project_id>/history", views.HistoryView.as_view(), name="project-history"),
     path("stats", views.StatsView.as_view(), name="stats"),
+    path("active", views.ActiveView.as_view(), name="active"),
     path("unfinished", views.UnfinishedView.as_view(), name="unfinished"),
 ]

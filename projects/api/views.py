@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponse, HttpResponseBase
+from django.http import FileResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 from projects import lifecycle, progress
 from projects.api.ranges import ranged_file_response
 from projects.api.serializers import (
+    ActiveSerializer,
     BriefSerializer,
     ErrorSerializer,
     HistoryQuerySerializer,
@@ -30,7 +32,7 @@ from projects.api.serializers import (
     StatusSerializer,
 )
 from projects.lifecycle import Conflict
-from projects.models import EventKind, Step, VideoProject
+from projects.models import EventKind, LiveClient, Step, VideoProject
 from projects.pipeline import preview_path
 
 ERRORS = {
@@ -164,34 +166,6 @@ class CancelView(APIView):
         return Response(project.to_status_dict(), status=http.HTTP_202_ACCEPTED)
 
 
-class StatusView(APIView):
-    @extend_schema(
-        operation_id="get_status",
-        summary="The status object; send If-None-Match for a bodiless 304 when nothing changed",
-        parameters=[OpenApiParameter("If-None-Match", location=OpenApiParameter.HEADER)],
-        responses={
-            200: StatusSerializer,
-            304: OpenApiResponse(description="Not modified since the ETag you sent."),
-            **ERRORS,
-        },
-    )
-    def get(self, request: Request, project_id: Any) -> HttpResponseBase:
-        project = get_owned_project(request, project_id)
-        etag = f'"{project.pk}-{project.version}"'
-        if _etag_matches(request.headers.get("If-None-Match", ""), etag):
-            response: HttpResponseBase = HttpResponse(status=http.HTTP_304_NOT_MODIFIED)
-        else:
-            response = Response(project.to_status_dict())
-        response["ETag"] = etag
-        response["Cache-Control"] = "private, no-cache"
-        return response
-
-
-def _etag_matches(if_none_match: str, etag: str) -> bool:
-    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return etag in tags or "*" in tags
-
-
 class LogView(APIView):
     MAX_LINES = 500
 
@@ -271,6 +245,22 @@ class StatsView(APIView):
                 "byStatus": by_status,
             }
         )
+
+
+class ActiveView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        operation_id="get_active",
+        summary="Connected SSE and WebSocket clients by user and by project, in every web process",
+        responses={
+            200: ActiveSerializer,
+            401: ERRORS[401],
+            403: OpenApiResponse(ErrorSerializer, description="Only staff may see this."),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        return Response(LiveClient.objects.summary())
 
 
 class UnfinishedView(APIView):

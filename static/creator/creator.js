@@ -14,17 +14,25 @@
   const BRIEF_FIELDS = ["title", "brief", "aspectRatio", "sceneCount", "secondsPerScene", "style"];
   const NUMBER_FIELDS = ["sceneCount", "secondsPerScene"];
   const ANNOUNCED_KEY = "videocreation.announced";
+  const LIVE_UPDATES_KEY = "videocreation.liveUpdates";
   const LOG_PAGE = 500; // the most lines the log endpoint answers at once
+  // EventSource hides the server's heartbeats, so a stream silent for two of them is asked about (checkStream).
+  const STALL_MS = 2 * (Number(root.dataset.sseHeartbeatMs) > 0 ? Number(root.dataset.sseHeartbeatMs) : 15000);
 
   const state = {
     project: null, // the open project: its brief fields and its status object
-    generation: 0, // grows whenever the open project changes, so late answers are dropped
+    generation: 0, // grows whenever the open project, or the way its job is followed, changes: late answers are dropped
     editingBrief: false,
     etag: null,
-    logOffset: 0,
-    logChain: Promise.resolve(),
+    logOffset: 0, // the lines of GET …/log the page has taken, shown or skipped
+    logFrom: { seq: 0, offset: 0 }, // the shown log starts after event `seq`, which is line `offset` of GET …/log
+    logChain: Promise.resolve(), // log reads and streamed events, applied one at a time in the order they came
     pollToken: 0,
     pollTimer: null,
+    liveUpdates: false, // the person's choice: follow jobs over Server-Sent Events rather than polling
+    stream: null, // the EventSource following the open job, and what it has brought
+    fellBack: false, // the stream failed for the open job, which is followed by polling instead
+    offline: false, // the last request found no connection, or a failing server
     projects: [], // "Your projects", newest first
     nextPage: null,
     briefFor: null, // the project the brief form was last filled from
@@ -68,10 +76,10 @@
     try {
       response = await fetch(API + path, init);
     } catch (error) {
-      $("#connection-note").hidden = false;
+      setOffline(true);
       throw apiError(0, { detail: "Connection lost — reconnecting…", code: "network" });
     }
-    $("#connection-note").hidden = response.status < 500;
+    setOffline(response.status >= 500);
     const data = response.status === 304 ? null : await response.json().catch(() => null);
     if (!response.ok && response.status !== 304) {
       if (data && data.code === "not_authenticated") window.location.assign("/accounts/login/?next=/");
@@ -123,6 +131,21 @@
     draw[panel](project);
     $("#workspace-title").textContent = project ? project.title : "New video";
     document.title = isRunning(project) ? `(${project.progress}%) ${jobName(project)} — videocreation` : "videocreation";
+    renderConnectionNote();
+  }
+
+  function setOffline(offline) {
+    state.offline = offline;
+    renderConnectionNote();
+  }
+
+  function renderConnectionNote() {
+    const note = $("#connection-note");
+    const fellBack = state.fellBack && state.liveUpdates && isRunning(state.project);
+    if (state.offline) note.textContent = "Connection lost — reconnecting…";
+    else if (fellBack) note.textContent = `Live updates unavailable; checking every ${POLL_MS / 1000} s`;
+    else note.textContent = "";
+    note.hidden = !note.textContent;
   }
 
   function renderTimeline(step) {
@@ -374,13 +397,13 @@
   }
 
   function startJob(status) {
-    state.editingBrief = false;
+    Object.assign(state, { editingBrief: false, fellBack: false });
     clearErrors($("#job-panel"));
     $("#job-log").replaceChildren();
     mergeStatus(status);
     render();
-    fetchLog();
-    startPolling();
+    markLogStart(status.version);
+    follow();
     loadProjects();
   }
 
@@ -405,9 +428,10 @@
   }
 
   function leaveOpenProject() {
-    stopPolling();
+    stopFollowing();
     state.generation += 1;
-    Object.assign(state, { editingBrief: false, etag: null, logOffset: 0, briefFor: null, reviewKey: null });
+    Object.assign(state, { editingBrief: false, etag: null, logOffset: 0, logFrom: { seq: 0, offset: 0 }, fellBack: false });
+    Object.assign(state, { briefFor: null, reviewKey: null });
     $("#job-log").replaceChildren();
   }
 
@@ -429,12 +453,55 @@
     state.project = project;
     render();
     renderProjects();
-    fetchLog(isRunning(project)); // otherwise skip the old lines, so the next job's log starts clean
-    if (isRunning(project)) startPolling();
-    else announceIfDue(project);
+    if (isRunning(project)) return follow(); // with its whole log
+    fetchLog(false); // skip the old lines, so the next job's log starts clean
+    announceIfDue(project);
   }
 
   // --- following a running job -------------------------------------------------------------
+  // Over Server-Sent Events when the person chose live updates, else (or when the stream fails) by polling;
+  // never both at once. Either way each new status object goes through applyStatus, each log line through appendLog.
+
+  /* Follow the open project's running job, showing its log from `state.logFrom` on. */
+  function follow(delay = POLL_MS) {
+    stopFollowing();
+    if (!isRunning(state.project)) return;
+    if (state.liveUpdates && !state.fellBack && "EventSource" in window) return openStream();
+    fetchLog();
+    startPolling(delay);
+  }
+
+  function stopFollowing() {
+    stopPolling();
+    closeStream();
+  }
+
+  /* Follow the open job the other way. The new transport draws the log again from its start, so a line
+   * the old one showed (or was about to) never shows twice. */
+  function switchTransport() {
+    stopFollowing();
+    render();
+    if (!isRunning(state.project)) return;
+    state.generation += 1; // what the old transport still has on its way is dropped
+    const generation = state.generation;
+    inOrder(() => {
+      if (generation !== state.generation) return;
+      $("#job-log").replaceChildren();
+      state.logOffset = state.logFrom.offset;
+      follow(0);
+    });
+  }
+
+  function setLiveUpdates(on) {
+    Object.assign(state, { liveUpdates: on, fellBack: false });
+    try {
+      localStorage.setItem(LIVE_UPDATES_KEY, on ? "on" : "off");
+    } catch (error) {
+      // Storage may be refused (private windows); the choice then lasts until the page reloads.
+    }
+    if (Boolean(state.stream) !== on) switchTransport();
+    else render();
+  }
 
   function startPolling(delay = POLL_MS) {
     stopPolling();
@@ -467,14 +534,94 @@
     }
   }
 
-  /* A new status of the open project; when its job has just ended, tell the person. */
+  /* The job's events as they happen (GET …/events). The server replays the events after `logFrom.seq`, so the
+   * log comes whole from the stream; EventSource resumes a dropped stream with Last-Event-ID by itself. */
+  function openStream() {
+    const { project, generation } = state;
+    let source;
+    try {
+      source = new EventSource(`${API}projects/${project.id}/events?lastEventId=${state.logFrom.seq}`);
+    } catch (error) {
+      return fallBack();
+    }
+    // `since`: the page already shows every change up to this seq, so replayed status events before it are old news.
+    const stream = { source, since: project.version, lastSeq: project.version, opened: false, drops: 0, behind: 0 };
+    state.stream = stream;
+    const applyEvent = (event) => {
+      const { seq, ...status } = event;
+      if (seq > stream.since) applyStatus({ id: project.id, ...status });
+    };
+    const appendEvent = (event) => {
+      state.logOffset += 1;
+      appendLog([event.line]);
+    };
+    // Each event in the order it came, after any log read still on its way.
+    const take = (handle) => (message) => {
+      stream.lastSeq = Math.max(stream.lastSeq, Number(message.lastEventId) || 0);
+      stream.drops = 0;
+      watchStream(stream);
+      const event = JSON.parse(message.data);
+      inOrder(() => generation === state.generation && handle(event));
+    };
+    source.addEventListener("status", take(applyEvent));
+    source.addEventListener("progress", take(applyEvent));
+    source.addEventListener("log", take(appendEvent));
+    source.addEventListener("open", () => {
+      stream.opened = true;
+    });
+    source.addEventListener("error", () => streamFailed(stream));
+    watchStream(stream);
+  }
+
+  function closeStream() {
+    if (!state.stream) return;
+    state.stream.source.close();
+    clearTimeout(state.stream.timer);
+    state.stream = null;
+  }
+
+  /* EventSource retries a stream that dropped (readyState CONNECTING) by itself, and the server replays what
+   * was missed. A stream the browser gave up on (CLOSED: an HTTP error, not an event stream), one that could
+   * not be opened or reopened, or one that keeps dropping without bringing anything, does not work here. */
+  function streamFailed(stream) {
+    if (state.stream !== stream) return;
+    stream.drops += 1;
+    if (stream.source.readyState === EventSource.CLOSED || !stream.opened || stream.drops >= 3) return fallBack();
+    stream.opened = false; // EventSource tries again in the server's `retry` time; a failure then falls back
+  }
+
+  function fallBack() {
+    state.fellBack = true;
+    switchTransport();
+  }
+
+  /* A proxy that holds a stream back shows no error: the stream just goes quiet. After STALL_MS of silence
+   * ask for the status once; a version the stream still has not brought one more STALL_MS later means stuck. */
+  function watchStream(stream, delay = STALL_MS) {
+    clearTimeout(stream.timer);
+    stream.timer = setTimeout(() => checkStream(stream), delay);
+  }
+
+  async function checkStream(stream) {
+    if (state.stream !== stream) return;
+    if (stream.behind > stream.lastSeq) return fallBack();
+    try {
+      const { data } = await api("GET", `projects/${state.project.id}/status`);
+      if (state.stream === stream) stream.behind = data.version;
+    } catch (error) {
+      // No answer proves nothing about the stream; EventSource reports its own failures.
+    }
+    if (state.stream === stream) watchStream(stream);
+  }
+
+  /* A new status of the open project, from either transport; when its job has just ended, tell the person. */
   function applyStatus(status, etag = null) {
     const before = state.project;
     if (!before || before.id !== status.id) return;
     mergeStatus(status);
     state.etag = etag;
     if (isRunning(before) && !isRunning(status)) {
-      stopPolling();
+      stopFollowing();
       state.editingBrief = false;
       announceIfDue(state.project);
       loadProjects();
@@ -482,14 +629,29 @@
     render();
   }
 
+  /* The log shown for a new job starts after its first event, at the line the log endpoint has reached by then. */
+  function markLogStart(seq) {
+    const from = { seq, offset: state.logOffset };
+    state.logFrom = from;
+    inOrder(() => {
+      if (state.logFrom === from) from.offset = state.logOffset; // after a log read that was still on its way
+    });
+  }
+
   /* Log requests run one at a time, each from the offset the last one left: no line twice. */
   function fetchLog(show = true) {
-    state.logChain = state.logChain.then(() => readLog(show)).catch(() => {});
+    const generation = state.generation;
+    return inOrder(() => readLog(show, generation));
+  }
+
+  function inOrder(work) {
+    state.logChain = state.logChain.then(work).catch((error) => {
+      if (!error || error.status === undefined) console.error(error); // a failed request is tried again; a bug is not
+    });
     return state.logChain;
   }
 
-  async function readLog(show) {
-    const generation = state.generation;
+  async function readLog(show, generation) {
     for (;;) {
       if (!state.project || generation !== state.generation) return;
       const { data } = await api("GET", `projects/${state.project.id}/log?offset=${state.logOffset}`);
@@ -659,6 +821,7 @@
     for (const [selector, handler] of Object.entries(clicks)) on(selector, "click", handler);
     on("#brief-form", "submit", submitBrief);
     on("#brief-text", "input", updateBriefCount);
+    on("#live-updates", "change", (event) => setLiveUpdates(event.target.checked));
     on("#projects-list", "click", (event) => {
       const item = event.target.closest(".project-item");
       if (item) openProject(item.dataset.id);
@@ -674,11 +837,25 @@
       if (open) openProject(open.dataset.id);
     });
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden && isRunning(state.project)) startPolling(0); // timers slept in the background
+      // Timers slept in the background; a stream did not.
+      if (!document.hidden && isRunning(state.project) && !state.stream) startPolling(0);
     });
   }
 
+  /* The person's last choice in this browser, else the server's default (CREATOR_USE_SSE). */
+  function readLiveUpdates() {
+    let stored = null;
+    try {
+      stored = localStorage.getItem(LIVE_UPDATES_KEY);
+    } catch (error) {
+      // Storage may be refused; then the server's default holds.
+    }
+    state.liveUpdates = stored ? stored === "on" : root.dataset.useSse === "true";
+    $("#live-updates").checked = state.liveUpdates;
+  }
+
   async function init() {
+    readLiveUpdates();
     bindEvents();
     render();
     let ticks = 0;

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import AsgiServer
 
 # Playwright's sync API keeps an event loop in this thread; the ORM calls the
 # tests make between browser steps are still plain synchronous calls.
@@ -30,7 +33,11 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: while Playwright's sync API is open, its event
+# loop counts as running in this thread, and Django's test client cannot call an
+# async view (the status endpoint) from such a thread; pytest-django runs other
+# modules' database tests between the browser modules.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
@@ -69,6 +76,53 @@ def page(browser: Browser, live_server: Any) -> Iterator[Page]:
 
 @pytest.fixture
 def signed_in(page: Page, alice: Any) -> Page:
+    page.goto("/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("alice-password-1")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+    return page
+
+
+# --- the same page on the ASGI server ---------------------------------------------
+# Server-Sent Events stream only under uvicorn: `live_server` is a WSGI threaded
+# server that buffers a streaming response until it ends.
+
+
+@pytest.fixture
+def asgi_fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fast_polling` for the uvicorn process, which reads its settings from the environment."""
+    monkeypatch.setenv("CREATOR_POLL_MS", "300")
+
+
+@pytest.fixture
+def asgi_page(asgi_fast_polling: None, browser: Browser, asgi_server: AsgiServer) -> Iterator[Page]:
+    """Like `page`, against `asgi_server` (tests using it need `django_db(transaction=True)`)."""
+    context = browser.new_context(viewport=DESKTOP, base_url=asgi_server.url)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and "Failed to load resource" not in message.text
+            else None
+        ),
+    )
+    yield page
+    context.close()
+    assert problems == [], problems
+
+
+@pytest.fixture
+def asgi_signed_in(asgi_page: Page, alice: Any) -> Page:
+    # The tests hash with MD5 (tests/conftest.py), which the uvicorn process does
+    # not accept; few iterations keep Django's default hasher quick here.
+    hasher = PBKDF2PasswordHasher()
+    alice.password = hasher.encode("alice-password-1", hasher.salt(), iterations=1000)
+    alice.save(update_fields=["password"])
+    page = asgi_page
     page.goto("/")
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill("alice-password-1")

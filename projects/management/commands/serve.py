@@ -30,6 +30,10 @@ class Command(BaseCommand):
                 "--port",
                 str(port),
                 "--no-access-log",
+                # Open SSE streams would hold a restart for 30 minutes; their
+                # clients reconnect with Last-Event-ID and miss nothing.
+                "--timeout-graceful-shutdown",
+                "3",
             ],
             "worker": [python, "manage.py", "qcluster"],
         }

@@ -1,0 +1,407 @@
+"""Wake-ups after commit, one listener per web process, fan-out to subscribers.
+
+How live events reach clients (DESIGN.md principles 6-8):
+
+* `progress.write` calls `announce(project_id)` inside its transaction. On
+  PostgreSQL that is `pg_notify`, which the server delivers only when the
+  transaction commits; with Redis it is a PUBLISH from `on_commit`; when
+  listeners poll (SQLite) it is nothing.
+* Each web process (each event loop) holds one `Bus`. It knows which projects
+  its clients watch and, per project, the last `seq` it has fanned out. A
+  wake-up marks a project dirty; the bus reads that project's events after
+  its cursor, one query however many clients watch, and hands them to every
+  `Subscription` of that project in memory.
+* A wake-up is a hint, never the data: a merged wake-up is covered because
+  the bus reads everything after its cursor, and a lost one by a slow safety
+  poll of the watched projects' versions (the only wake-up on SQLite).
+* Transports read through a `Feed`: first the client's replay from the
+  database after its own cursor, then live events, each `seq` once and in
+  order. A feed that sees a gap (its subscriber's buffer overflowed while the
+  client was slow) reads the missing events from the database.
+
+Cursors are per project `seq`, never a global event id: auto-increment ids of
+concurrent transactions can commit out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+
+from projects.models import LiveClient, ProgressEvent, VideoProject
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "videocreation_events"
+# A slow client's subscriber keeps at most this many undelivered events; past
+# that it drops them and its feed re-reads the log from its cursor instead.
+MAX_PENDING = 1000
+REPLAY_CHUNK = 500
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"[:100]
+
+
+class BusClosed(Exception):
+    """The web process is shutting down; the client should reconnect (to another one)."""
+
+
+# --- the writer's side ----------------------------------------------------
+
+
+def announce(project_id: Any) -> None:
+    """Wake every web process's listener once the current transaction commits."""
+    if settings.EVENT_BUS == "postgres":
+        # NOTIFY is transactional: listeners hear it at commit, or never.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(project_id)])
+    elif settings.EVENT_BUS == "redis":
+        transaction.on_commit(lambda: _publish(str(project_id)))
+
+
+_redis_client: Any = None
+
+
+def _publish(project_id: str) -> None:
+    global _redis_client
+    import redis
+
+    try:
+        if _redis_client is None:
+            _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        _redis_client.publish(CHANNEL, project_id)
+    except redis.RedisError:
+        # The event is committed; listeners find it on their next safety poll.
+        logger.warning("Could not publish the wake-up for project %s", project_id, exc_info=True)
+
+
+# --- reading the log -------------------------------------------------------
+
+
+async def read_events(project_id: Any, after: int, limit: int = REPLAY_CHUNK) -> list[dict]:
+    """The project's events after seq `after`, oldest first, as clients see them."""
+    events = ProgressEvent.objects.filter(project_id=project_id, seq__gt=after).order_by("seq")
+    return [event.to_dict() async for event in events[:limit]]
+
+
+async def _latest_seq(project_id: str) -> int:
+    versions = VideoProject.objects.filter(pk=project_id).values_list("version", flat=True)
+    return await versions.afirst() or 0
+
+
+# --- the listener's side ---------------------------------------------------
+
+
+class Subscription:
+    """One client's place on the bus for one project: a buffer the bus fills."""
+
+    def __init__(self, project_id: str) -> None:
+        self.project_id = project_id
+        self._events: list[dict] = []
+        self._overflowed = False
+        self._closed = False
+        self._arrived = asyncio.Event()
+
+    def push(self, events: list[dict]) -> None:
+        if self._overflowed:
+            return
+        if len(self._events) + len(events) > MAX_PENDING:
+            self._events.clear()
+            self._overflowed = True
+        else:
+            self._events.extend(events)
+        self._arrived.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._arrived.set()
+
+    def take(self) -> tuple[list[dict], bool]:
+        """What arrived since the last take, and whether some of it was dropped."""
+        if self._closed:
+            raise BusClosed
+        events, overflowed = self._events, self._overflowed
+        self._events, self._overflowed = [], False
+        self._arrived.clear()
+        return events, overflowed
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+
+
+class Feed:
+    """A client's view of one project's log from its cursor: replay, then live, each seq once."""
+
+    def __init__(self, subscription: Subscription, cursor: int) -> None:
+        self.subscription = subscription
+        self.project_id = subscription.project_id
+        self.cursor = cursor
+        self._replaying = True
+
+    async def next(self, timeout: float) -> list[dict]:
+        """The next events after the cursor, waiting up to `timeout` s for some; [] if none came.
+
+        Raises `BusClosed` when the process shuts down.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._replaying:
+                events = await read_events(self.project_id, self.cursor)
+                # Live events pushed meanwhile stay buffered: the bus may have read
+                # some that committed after our read began.
+                self._replaying = len(events) == REPLAY_CHUNK
+                if events:
+                    return self._advance(events)
+            live, overflowed = self.subscription.take()
+            events = [event for event in live if event["seq"] > self.cursor]
+            if overflowed or (events and events[0]["seq"] != self.cursor + 1):
+                self._replaying = True
+                continue
+            if events:
+                return self._advance(events)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            await self.subscription.wait(remaining)
+
+    def _advance(self, events: list[dict]) -> list[dict]:
+        self.cursor = events[-1]["seq"]
+        return events
+
+
+class Bus:
+    """One per web process: listens for wake-ups and fans events out to subscriptions."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[Subscription]] = {}
+        self._cursors: dict[str, int] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._clients: set[Any] = set()
+        self.reads = 0  # log reads done for fan-out: the bench checks they don't grow with clients
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(subscriptions) for subscriptions in self._watchers.values())
+
+    async def subscribe(self, project_id: Any) -> Subscription:
+        """Watch a project. Every event after this returns reaches the subscription."""
+        self._start()
+        key = str(project_id)
+        subscription = Subscription(key)
+        first = key not in self._watchers
+        self._watchers.setdefault(key, set()).add(subscription)
+        if first:
+            ready = self._ready[key] = asyncio.Event()
+            try:
+                self._cursors[key] = await _latest_seq(key)
+            except BaseException:
+                self.unsubscribe(subscription)
+                raise
+            finally:
+                ready.set()
+        else:
+            await self._ready[key].wait()
+            if key not in self._cursors:
+                self.unsubscribe(subscription)
+                raise BusClosed
+        return subscription
+
+    async def feed(self, project_id: Any, after: int) -> Feed:
+        return Feed(await self.subscribe(project_id), after)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        key = subscription.project_id
+        watchers = self._watchers.get(key)
+        if watchers is None:
+            return
+        watchers.discard(subscription)
+        if not watchers:
+            del self._watchers[key]
+            self._cursors.pop(key, None)
+            self._ready.pop(key, None)
+            self._dirty.discard(key)
+
+    def wake(self, project_ids: Iterable[str]) -> None:
+        """A hint that these projects have new events."""
+        watched = {key for key in project_ids if key in self._watchers}
+        if watched:
+            self._dirty |= watched
+            self._wake.set()
+
+    def wake_all(self) -> None:
+        self.wake(list(self._watchers))
+
+    # --- live clients, for `GET active` ---
+
+    async def client_opened(self, client: LiveClient) -> None:
+        self._start()
+        client.process = PROCESS
+        client.seen_at = datetime.now(UTC)
+        await client.asave(force_insert=True)
+        self._clients.add(client.pk)
+
+    async def client_closed(self, client: LiveClient) -> None:
+        self._clients.discard(client.pk)
+        await LiveClient.objects.filter(pk=client.pk).adelete()
+
+    # --- the tasks ---
+
+    def _start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._fan_out(), name="bus-fan-out"),
+            asyncio.create_task(self._refresh_clients(), name="bus-live-clients"),
+        ]
+        if settings.EVENT_BUS == "postgres":
+            self._tasks.append(asyncio.create_task(self._listen_postgres(), name="bus-listen"))
+            self._tasks.append(asyncio.create_task(self._poll(settings.EVENT_SAFETY_POLL_SECONDS)))
+        elif settings.EVENT_BUS == "redis":
+            self._tasks.append(asyncio.create_task(self._listen_redis(), name="bus-listen"))
+            self._tasks.append(asyncio.create_task(self._poll(settings.EVENT_SAFETY_POLL_SECONDS)))
+        else:
+            self._tasks.append(asyncio.create_task(self._poll(settings.EVENT_POLL_SECONDS)))
+
+    async def close(self) -> None:
+        """Stop listening and end every subscription (their clients reconnect elsewhere)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for watchers in self._watchers.values():
+            for subscription in watchers:
+                subscription.close()
+        if self._clients:
+            await LiveClient.objects.filter(pk__in=list(self._clients)).adelete()
+            self._clients.clear()
+
+    async def _fan_out(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for key in dirty:
+                try:
+                    await self._deliver(key)
+                except Exception:
+                    logger.exception("Could not read the events of project %s; retrying", key)
+                    await sync_to_async(close_old_connections)()
+                    self._dirty.add(key)
+                    self._wake.set()
+                    await asyncio.sleep(1)
+
+    async def _deliver(self, key: str) -> None:
+        while key in self._cursors:
+            self.reads += 1
+            events = await read_events(key, self._cursors.get(key, 0), MAX_PENDING)
+            if not events or key not in self._cursors:
+                return
+            self._cursors[key] = max(self._cursors[key], events[-1]["seq"])
+            for subscription in list(self._watchers.get(key, ())):
+                subscription.push(events)
+            if len(events) < MAX_PENDING:
+                return
+
+    async def _poll(self, every: float) -> None:
+        """Compare the watched projects' versions with our cursors: one query a tick."""
+        while True:
+            await asyncio.sleep(every)
+            if not self._watchers:
+                continue
+            try:
+                rows = VideoProject.objects.filter(pk__in=list(self._watchers))
+                versions = [row async for row in rows.values_list("pk", "version")]
+            except Exception:
+                logger.exception("Could not poll for events")
+                await sync_to_async(close_old_connections)()
+                continue
+            self.wake(
+                str(pk) for pk, version in versions if version > self._cursors.get(str(pk), version)
+            )
+
+    async def _listen_postgres(self) -> None:
+        import psycopg
+
+        db = settings.DATABASES["default"]
+        params = {
+            "dbname": db["NAME"],
+            "user": db.get("USER") or None,
+            "password": db.get("PASSWORD") or None,
+            "host": db.get("HOST") or None,
+            "port": db.get("PORT") or None,
+        }
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    **{name: value for name, value in params.items() if value}, autocommit=True
+                ) as listener:
+                    await listener.execute(f"LISTEN {CHANNEL}")
+                    self.wake_all()  # whatever committed while we were not listening
+                    async for notice in listener.notifies():
+                        self.wake([notice.payload])
+            except psycopg.Error:
+                logger.warning("The PostgreSQL listener lost its connection; reconnecting")
+                await asyncio.sleep(1)
+
+    async def _listen_redis(self) -> None:
+        import redis.asyncio as redis
+
+        while True:
+            client = redis.Redis.from_url(settings.REDIS_URL)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    self.wake_all()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.wake([message["data"].decode()])
+            except (redis.RedisError, OSError):
+                logger.warning("The Redis listener lost its connection; reconnecting")
+                await asyncio.sleep(1)
+            finally:
+                await client.aclose()
+
+    async def _refresh_clients(self) -> None:
+        while True:
+            await asyncio.sleep(settings.LIVE_CLIENT_REFRESH_SECONDS)
+            ids = list(self._clients)
+            now = datetime.now(UTC)
+            try:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    await LiveClient.objects.filter(pk__in=chunk).aupdate(seen_at=now)
+            except Exception:
+                logger.exception("Could not refresh this process's live clients")
+
+
+_buses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bus] = weakref.WeakKeyDictionary()
+
+
+def get_bus() -> Bus:
+    """This process's bus (one per event loop; a web server runs one loop)."""
+    loop = asyncio.get_running_loop()
+    bus = _buses.get(loop)
+    if bus is None:
+        bus = _buses[loop] = Bus()
+    return bus
+
+
+async def close_bus() -> None:
+    loop = asyncio.get_running_loop()
+    bus = _buses.pop(loop, None)
+    if bus is not None:
+        await bus.close()

@@ -1,0 +1,189 @@
+"""The hot read paths, async end to end: the status poll and long-poll, and Server-Sent Events.
+
+They are plain async Django views rather than DRF views: DRF runs sync only,
+and a sync view under the ASGI server hops threads on every request (DESIGN.md
+measured it ~9x slower). They keep the API's contract all the same: token or
+session authentication, the same 404 for someone else's project, the error
+body of every other endpoint. Live events come from this process's bus
+(projects/bus.py); replay comes from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
+
+from projects.api.auth import token_key, user_for_token
+from projects.api.errors import json_error, validation_body
+from projects.api.serializers import StrictSerializer
+from projects.bus import BusClosed, get_bus
+from projects.models import LiveClient, Transport, VideoProject
+
+
+class _Refused(Exception):
+    def __init__(self, response: HttpResponse) -> None:
+        self.response = response
+
+
+async def _caller(request: HttpRequest) -> Any:
+    """The user behind a token or a session, or a 401 in the API's error shape."""
+    try:
+        key = token_key(request.headers.get("Authorization", "").encode("latin-1"))
+        if key is not None:
+            return await user_for_token(key)
+    except AuthenticationFailed as refused:
+        raise _Refused(json_error(401, str(refused.detail), "authentication_failed")) from None
+    user = await request.auser()
+    if not user.is_authenticated:
+        raise _Refused(
+            json_error(401, "Authentication credentials were not provided.", "not_authenticated")
+        )
+    return user
+
+
+async def _owned_project(user: Any, project_id: Any) -> VideoProject:
+    """The caller's project, or 404 — the same 404 for someone else's and for none at all."""
+    project = await VideoProject.objects.owned_by(user).filter(pk=project_id).afirst()
+    if project is None:
+        raise _Refused(json_error(404, "No project with this id belongs to you.", "not_found"))
+    return project
+
+
+def _query(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    query = serializer_class(data=data)
+    if not query.is_valid():
+        raise _Refused(JsonResponse(validation_body(query.errors), status=400))
+    return query.validated_data
+
+
+def _refusals(view: Any) -> Any:
+    async def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method != "GET":
+            return json_error(405, f'Method "{request.method}" not allowed.', "method_not_allowed")
+        try:
+            return await view(request, *args, **kwargs)
+        except _Refused as refused:
+            return refused.response
+
+    guarded.__doc__ = view.__doc__
+    return guarded
+
+
+# --- status, and long-poll ---------------------------------------------------
+
+
+class StatusQuery(StrictSerializer):
+    wait = serializers.FloatField(min_value=0, max_value=settings.LONG_POLL_MAX_SECONDS, default=0)
+    since = serializers.IntegerField(min_value=0, required=False)
+
+
+@_refusals
+async def status(request: HttpRequest, project_id: Any) -> HttpResponse:
+    """The status object; `?wait=S&since=V` holds the answer until `version > V` (or S seconds)."""
+    user = await _caller(request)
+    project = await _owned_project(user, project_id)
+    query = _query(StatusQuery, request.GET)
+    if query["wait"] > 0:
+        since = query.get("since", project.version)
+        if project.version <= since:
+            project = await _wait_for_change(project, since, query["wait"])
+    return _status_response(request, project)
+
+
+async def _wait_for_change(project: VideoProject, since: int, wait: float) -> VideoProject:
+    bus = get_bus()
+    feed = await bus.feed(project.pk, since)
+    try:
+        await feed.next(wait)
+    except BusClosed:
+        pass
+    finally:
+        bus.unsubscribe(feed.subscription)
+    return await VideoProject.objects.aget(pk=project.pk)
+
+
+def _status_response(request: HttpRequest, project: VideoProject) -> HttpResponse:
+    etag = f'"{project.pk}-{project.version}"'
+    tags = {
+        tag.strip().removeprefix("W/")
+        for tag in request.headers.get("If-None-Match", "").split(",")
+    }
+    if etag in tags or "*" in tags:
+        response: HttpResponse = HttpResponse(status=304)
+    else:
+        response = JsonResponse(project.to_status_dict())
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+# --- Server-Sent Events -------------------------------------------------------
+
+
+class EventsQuery(StrictSerializer):
+    lastEventId = serializers.IntegerField(min_value=0, required=False)
+
+
+@_refusals
+async def events(request: HttpRequest, project_id: Any) -> HttpResponse:
+    """The project's events as `text/event-stream`: the current status, then every change.
+
+    With `Last-Event-ID` (or `?lastEventId=`) it replays every event after that
+    seq from the log instead, then goes live.
+    """
+    user = await _caller(request)
+    project = await _owned_project(user, project_id)
+    query = _query(EventsQuery, request.GET)
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id:
+        after = _query(EventsQuery, {"lastEventId": last_event_id})["lastEventId"]
+    else:
+        after = query.get("lastEventId")
+    response = StreamingHttpResponse(
+        _event_stream(user, project, after), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+async def _event_stream(user: Any, project: VideoProject, after: int | None) -> AsyncIterator[str]:
+    bus = get_bus()
+    client = LiveClient(transport=Transport.SSE, user=user, project=project)
+    await bus.client_opened(client)
+    feed = None
+    try:
+        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
+        feed = await bus.feed(project.pk, after or 0)
+        if after is None or after > project.version:
+            # A new client (or one whose cursor we never issued) starts from the
+            # current state; subscribed first, so nothing after it is missed.
+            project = await VideoProject.objects.aget(pk=project.pk)
+            feed.cursor = project.version
+            yield _format("status", project.version, project.to_status_dict())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.SSE_MAX_SECONDS
+        while (remaining := deadline - loop.time()) > 0:
+            batch = await feed.next(min(settings.SSE_HEARTBEAT_SECONDS, remaining))
+            if batch:
+                yield "".join(_format(e["kind"], e["seq"], e["payload"]) for e in batch)
+            elif remaining > settings.SSE_HEARTBEAT_SECONDS:
+                yield ": heartbeat\n\n"
+    except BusClosed:
+        return
+    finally:
+        if feed is not None:
+            bus.unsubscribe(feed.subscription)
+        await bus.client_closed(client)
+
+
+def _format(kind: str, seq: int, payload: dict[str, Any]) -> str:
+    data = json.dumps(payload | {"seq": seq}, separators=(",", ":"))
+    return f"id: {seq}\nevent: {kind}\ndata: {data}\n\n"

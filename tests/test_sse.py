@@ -1,0 +1,351 @@
+"""Server-Sent Events and long-poll against a live uvicorn process and a real worker.
+
+Each test reads the stream as a program would (httpx), and checks the promise
+every transport makes: the `seq` numbers a client sees run from where it
+started to the job's last event with no gap and no repeat, across a client
+that drops off and a web server that restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+
+from projects import lifecycle
+from projects.models import RUNNING_STATUSES, VideoProject
+from tests.conftest import AsgiServer
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+BUSES = ["poll", "redis"] if settings.IS_SQLITE else ["postgres", "redis"]
+
+
+@pytest.fixture(params=BUSES if settings.REDIS_URL else BUSES[:1])
+def event_bus(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the worker and the web server with each wake-up this database can use."""
+    monkeypatch.setenv("EVENT_BUS", request.param)
+    return request.param
+
+
+@dataclass
+class Event:
+    seq: int
+    kind: str
+    data: dict[str, Any]
+
+
+def _events(response: httpx.Response) -> Iterator[Event | str]:
+    """Parse `text/event-stream`: yield each event, and each comment line as a string."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            yield line
+        elif line:
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        elif "data" in fields:
+            yield Event(int(fields["id"]), fields["event"], json.loads(fields["data"]))
+            fields = {}
+        else:
+            fields = {}
+
+
+def _headers(user: User, **extra: str) -> dict[str, str]:
+    token, _ = Token.objects.get_or_create(user=user)
+    return {"Authorization": f"Token {token.key}", **extra}
+
+
+def _events_url(server: AsgiServer, project: VideoProject) -> str:
+    return f"{server.url}/api/video-creation/projects/{project.pk}/events"
+
+
+def _start(server: AsgiServer, user: User, project: VideoProject, job: str) -> None:
+    url = f"{server.url}/api/video-creation/projects/{project.pk}/{job}"
+    assert httpx.post(url, headers=_headers(user)).status_code == 202
+
+
+def _job_over(project: VideoProject) -> bool:
+    project.refresh_from_db()
+    return project.status not in RUNNING_STATUSES
+
+
+def _read_until(
+    stream: Iterator[Event | str], project: VideoProject, into: list[Event], timeout: float = 60
+) -> None:
+    """Collect events until the job is over and its last event has arrived."""
+    deadline = time.monotonic() + timeout
+    for item in stream:
+        assert time.monotonic() < deadline, (
+            f"no end after {timeout} s; seqs {[e.seq for e in into]}"
+        )
+        if isinstance(item, Event):
+            into.append(item)
+            if _job_over(project) and item.seq >= project.version:
+                return
+    raise AssertionError(f"The stream ended early; last seq {into[-1].seq if into else None}")
+
+
+def _assert_each_once(seqs: list[int], first: int, last: int) -> None:
+    assert seqs == list(range(first, last + 1)), f"gaps or repeats in {seqs}"
+
+
+def test_a_new_stream_starts_with_the_status_then_every_change_of_the_job(
+    event_bus: str, qcluster: Any, asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    project = make_project()
+    received: list[Event] = []
+    with httpx.stream(
+        "GET", _events_url(asgi_server, project), headers=_headers(alice), timeout=20
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        stream = _events(response)
+        first = next(item for item in stream if isinstance(item, Event))
+        assert (first.kind, first.seq) == ("status", project.version)
+        assert first.data["status"] == "DRAFT" and first.data["seq"] == first.seq
+        assert first.data["id"] == str(project.pk)
+        _start(asgi_server, alice, project, "script")
+        _read_until(stream, project, received)
+
+    _assert_each_once([event.seq for event in received], first.seq + 1, project.version)
+    kinds = {event.kind for event in received}
+    assert {"status", "progress", "log"} <= kinds
+    progress = [event.data["progress"] for event in received if "progress" in event.data]
+    assert progress == sorted(progress) and progress[-1] == 100
+    last = received[-1]
+    assert last.kind == "status" and last.data["status"] == "DRAFT"
+    assert len(last.data["scriptData"]["scenes"]) == project.scene_count
+
+
+def test_a_client_cut_off_mid_job_resumes_with_last_event_id_and_misses_nothing(
+    event_bus: str,
+    qcluster: Any,
+    asgi_server: AsgiServer,
+    alice: User,
+    scripted_project: VideoProject,
+) -> None:
+    project = scripted_project
+    url = _events_url(asgi_server, project)
+    before: list[Event] = []
+    with httpx.stream("GET", url, headers=_headers(alice), timeout=20) as response:
+        stream = _events(response)
+        first = next(item for item in stream if isinstance(item, Event))
+        _start(asgi_server, alice, project, "render")
+        for item in stream:
+            if isinstance(item, Event):
+                before.append(item)
+                if item.kind == "progress" and item.data["progress"] > 0:
+                    break
+    # Gone for a while: the job moves on without this client.
+    cut_at = before[-1].seq
+    wait_for(lambda: _job_over(project) or project.version > cut_at + 3, "the job to move on")
+
+    after: list[Event] = []
+    headers = _headers(alice, **{"Last-Event-ID": str(cut_at)})
+    with httpx.stream("GET", url, headers=headers, timeout=20) as response:
+        _read_until(_events(response), project, after)
+
+    assert after[0].seq == cut_at + 1, "a resumed stream replays; it does not restart"
+    _assert_each_once([event.seq for event in before + after], first.seq + 1, project.version)
+    assert after[-1].data["status"] == "COMPLETED"
+    assert after[-1].data["videoUrl"]
+
+
+def test_the_stream_survives_a_restart_of_the_web_server_mid_job(
+    event_bus: str,
+    qcluster: Any,
+    asgi_server: AsgiServer,
+    alice: User,
+    make_project: Any,
+) -> None:
+    # Long enough (about 6 s of rendering) to still be running when the server is back.
+    scenes = [
+        {"index": i, "narration": f"Stop {i} of the night train.", "visual": "Rails", "seconds": 3}
+        for i in range(6)
+    ]
+    project = lifecycle.edit_script(make_project(), {"title": "Long night", "scenes": scenes})
+    received: list[Event] = []
+    started = threading.Event()
+    cursor: int | None = None
+    opened = 0
+    first_server = asgi_server.process.pid if asgi_server.process else None
+
+    def restart_once_the_job_runs() -> None:
+        started.wait(30)
+        asgi_server.restart()
+
+    restarter = threading.Thread(target=restart_once_the_job_runs)
+    restarter.start()
+    deadline = time.monotonic() + 90
+    try:
+        while not (_job_over(project) and cursor == project.version):
+            assert time.monotonic() < deadline, f"no end after 90 s; seqs {len(received)}"
+            extra = {} if cursor is None else {"Last-Event-ID": str(cursor)}
+            try:
+                opened += 1
+                with httpx.stream(
+                    "GET",
+                    _events_url(asgi_server, project),
+                    headers=_headers(alice, **extra),
+                    timeout=20,
+                ) as response:
+                    for item in _events(response):
+                        if not isinstance(item, Event):
+                            continue
+                        received.append(item)
+                        cursor = item.seq
+                        if len(received) == 1:
+                            _start(asgi_server, alice, project, "render")
+                        if item.kind == "progress" and item.data["progress"] > 0:
+                            started.set()
+                        if _job_over(project) and cursor == project.version:
+                            break
+            except httpx.TransportError:
+                wait_for(lambda: _serving(asgi_server), "the web server to come back")
+    finally:
+        started.set()
+        restarter.join()
+
+    assert asgi_server.process and asgi_server.process.pid != first_server
+    assert opened >= 2, "the client had to reconnect"
+    _assert_each_once([event.seq for event in received], received[0].seq, project.version)
+    assert received[-1].data["status"] == "COMPLETED"
+
+
+def _serving(server: AsgiServer) -> bool:
+    try:
+        return httpx.get(f"{server.url}/accounts/login/", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_resumed_stream_also_takes_its_cursor_from_the_query_string(
+    asgi_server: AsgiServer, alice: User, scripted_project: VideoProject
+) -> None:
+    project = scripted_project
+    url = f"{_events_url(asgi_server, project)}?lastEventId=0"
+    with httpx.stream("GET", url, headers=_headers(alice), timeout=20) as response:
+        replayed = []
+        for item in _events(response):
+            if isinstance(item, Event):
+                replayed.append(item.seq)
+            if replayed and replayed[-1] == project.version:
+                break
+    assert replayed == list(range(1, project.version + 1))
+
+
+def test_an_idle_stream_sends_heartbeats_and_ends_after_its_time(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    asgi_server.restart(SSE_HEARTBEAT_SECONDS="0.2", SSE_MAX_SECONDS="1.5")
+    project = make_project()
+    with httpx.stream(
+        "GET", _events_url(asgi_server, project), headers=_headers(alice), timeout=10
+    ) as response:
+        text = response.read().decode()
+    assert text.startswith("retry: 3000\n\n")
+    assert text.count(": heartbeat\n\n") >= 3
+    assert text.count("event: status") == 1
+
+
+def test_streams_are_only_for_the_owner(
+    asgi_server: AsgiServer, alice: User, charlie: User, make_project: Any
+) -> None:
+    project = make_project(owner=alice)
+    url = _events_url(asgi_server, project)
+    nobody = httpx.get(url)
+    assert nobody.status_code == 401
+    assert nobody.json()["code"] == "not_authenticated"
+    outsider = httpx.get(url, headers=_headers(charlie))
+    assert outsider.status_code == 404
+    assert outsider.json() == {
+        "detail": "No project with this id belongs to you.",
+        "code": "not_found",
+    }
+    bad_token = httpx.get(url, headers={"Authorization": "Token nope"})
+    assert bad_token.status_code == 401
+    bad_cursor = httpx.get(url, headers=_headers(alice, **{"Last-Event-ID": "yesterday"}))
+    assert bad_cursor.status_code == 400
+    assert bad_cursor.json()["fields"] == {"lastEventId": ["A valid integer is required."]}
+
+
+def test_long_poll_answers_when_the_job_changes_the_project(
+    qcluster: Any, asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    project = make_project()
+    status_url = f"{asgi_server.url}/api/video-creation/projects/{project.pk}/status"
+    headers = _headers(alice)
+
+    at_once = httpx.get(f"{status_url}?wait=30&since={project.version - 1}", headers=headers)
+    assert at_once.json()["version"] == project.version
+
+    answers: list[httpx.Response] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            httpx.get(f"{status_url}?wait=30&since={project.version}", headers=headers, timeout=40)
+        )
+    )
+    began = time.monotonic()
+    waiter.start()
+    _start(asgi_server, alice, project, "script")
+    waiter.join(40)
+    took = time.monotonic() - began
+    assert answers and answers[0].status_code == 200
+    assert answers[0].json()["version"] > project.version
+    assert answers[0].json()["status"] == "GENERATING_SCRIPT" or answers[0].json()["scriptData"]
+    assert took < 10, f"the long-poll answered only after {took:.1f} s"
+    assert answers[0].headers["etag"] == f'"{project.pk}-{answers[0].json()["version"]}"'
+
+
+def test_long_poll_answers_unchanged_after_the_wait_and_refuses_bad_waits(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    project = make_project()
+    status_url = f"{asgi_server.url}/api/video-creation/projects/{project.pk}/status"
+    began = time.monotonic()
+    quiet = httpx.get(f"{status_url}?wait=0.5&since={project.version}", headers=_headers(alice))
+    assert 0.5 <= time.monotonic() - began < 5
+    assert quiet.status_code == 200 and quiet.json()["version"] == project.version
+
+    too_long = httpx.get(f"{status_url}?wait=61", headers=_headers(alice))
+    assert too_long.status_code == 400
+    assert too_long.json()["code"] == "invalid" and "wait" in too_long.json()["fields"]
+    unknown = httpx.get(f"{status_url}?wiat=5", headers=_headers(alice))
+    assert unknown.status_code == 400
+
+
+def test_staff_see_every_connected_stream_by_user_and_by_project(
+    asgi_server: AsgiServer, alice: User, make_project: Any, django_user_model: Any
+) -> None:
+    staff = django_user_model.objects.create_user("sam", password="sam-password-1", is_staff=True)
+    project = make_project()
+    active_url = f"{asgi_server.url}/api/video-creation/active"
+    assert httpx.get(active_url, headers=_headers(alice)).status_code == 403
+
+    with httpx.stream(
+        "GET", _events_url(asgi_server, project), headers=_headers(alice), timeout=10
+    ) as response:
+        stream = _events(response)  # held: a dropped generator would close the response
+        next(item for item in stream if isinstance(item, Event))
+        active = httpx.get(active_url, headers=_headers(staff)).json()
+        assert active["total"] == 1
+        assert active["byUser"] == [{"user": "alice", "sse": 1, "websocket": 0}]
+        assert active["byProject"] == [{"project": str(project.pk), "sse": 1, "websocket": 0}]
+
+    wait_for(
+        lambda: httpx.get(active_url, headers=_headers(staff)).json()["total"] == 0,
+        "the closed stream to leave the active list",
+        timeout=10,
+    )
