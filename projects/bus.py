@@ -32,14 +32,14 @@ import os
 import socket
 import weakref
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
-from projects.models import LiveClient, ProgressEvent, VideoProject
+from projects.models import LiveClient, ProgressEvent, VideoProject, WebSocketSession
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +386,14 @@ class Bus:
                     await LiveClient.objects.filter(pk__in=chunk).aupdate(seen_at=now)
             except Exception:
                 logger.exception("Could not refresh this process's live clients")
+
+
+def prune_departed() -> int:
+    """Forget live clients of web processes that died and WebSocket sessions nobody resumed."""
+    idle_since = datetime.now(UTC) - timedelta(days=settings.WS_SESSION_RETENTION_DAYS)
+    clients, _ = LiveClient.objects.gone().delete()
+    sessions, _ = WebSocketSession.objects.idle_since(idle_since).delete()
+    return clients + sessions
 
 
 _buses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bus] = weakref.WeakKeyDictionary()

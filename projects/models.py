@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,6 +224,10 @@ class LiveClientQuerySet(models.QuerySet["LiveClient"]):
         since = datetime.now(UTC) - timedelta(seconds=settings.LIVE_CLIENT_STALE_SECONDS)
         return self.filter(seen_at__gte=since)
 
+    def gone(self) -> LiveClientQuerySet:
+        """Rows whose web process stopped vouching for them (it died without cleaning up)."""
+        return self.exclude(pk__in=self.connected().values("pk"))
+
     def summary(self) -> dict[str, Any]:
         """Connected clients counted by user and by project, each split by transport."""
         clients = list(
@@ -282,6 +287,29 @@ class LiveClient(models.Model):
         return f"{self.transport} client of {self.user_id} in {self.process}"
 
 
+class WebSocketSessionQuerySet(models.QuerySet["WebSocketSession"]):
+    async def resume(self, user: Any, old_client_id: str) -> WebSocketSession:
+        """The user's session `old_client_id` (its `resumed` set), or a new one.
+
+        Someone else's id, or an unknown or malformed one, gets a new session:
+        the same answer for each, so client ids cannot be probed.
+        """
+        session = None
+        if old_client_id:
+            with contextlib.suppress(ValueError):
+                session = await self.filter(client_id=uuid.UUID(old_client_id), user=user).afirst()
+        if session is None:
+            session = await self.acreate(user=user)
+            session.resumed = False
+        else:
+            await self.filter(pk=session.pk).aupdate(updated_at=datetime.now(UTC))
+            session.resumed = True
+        return session
+
+    def idle_since(self, moment: datetime) -> WebSocketSessionQuerySet:
+        return self.filter(updated_at__lt=moment)
+
+
 class WebSocketSession(models.Model):
     """A WebSocket client's resumable state: who it is and where it is in each project's log.
 
@@ -294,10 +322,25 @@ class WebSocketSession(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="websocket_sessions"
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = WebSocketSessionQuerySet.as_manager()
+    resumed = False  # set by `resume`: whether a reconnecting client picked this session up
 
     def __str__(self) -> str:
         return f"WebSocket session {self.client_id}"
+
+
+class WebSocketSubscriptionQuerySet(models.QuerySet["WebSocketSubscription"]):
+    async def advance(self, session: WebSocketSession, project_id: Any, seq: int) -> None:
+        """Record that the session's client has had the project's events up to `seq`.
+
+        Never moves back: two sockets of one session (a reconnect that beat the
+        old socket's goodbye) may report in either order.
+        """
+        await self.filter(session=session, project_id=project_id, last_seq__lt=seq).aupdate(
+            last_seq=seq
+        )
 
 
 class WebSocketSubscription(models.Model):
@@ -310,6 +353,8 @@ class WebSocketSubscription(models.Model):
         VideoProject, on_delete=models.CASCADE, related_name="websocket_subscriptions"
     )
     last_seq = models.PositiveBigIntegerField(default=0)
+
+    objects = WebSocketSubscriptionQuerySet.as_manager()
 
     class Meta:
         constraints = [

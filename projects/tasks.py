@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 
-from projects import lifecycle, pipeline, progress
+from projects import bus, lifecycle, pipeline, progress
 
 
 def generate_script(project_id: str) -> None:
@@ -22,4 +22,5 @@ def sweep_lost_jobs() -> int:
 
 
 def prune_history() -> int:
-    return progress.prune_history(timedelta(days=settings.EVENT_RETENTION_DAYS))
+    events = progress.prune_history(timedelta(days=settings.EVENT_RETENTION_DAYS))
+    return events + bus.prune_departed()

@@ -8,7 +8,15 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from projects import lifecycle, progress, tasks
-from projects.models import ProgressEvent, Status, Step, VideoProject
+from projects.models import (
+    LiveClient,
+    ProgressEvent,
+    Status,
+    Step,
+    VideoProject,
+    WebSocketSession,
+    WebSocketSubscription,
+)
 from tests.conftest import SCRIPT, api_client_for
 
 pytestmark = pytest.mark.django_db
@@ -103,6 +111,27 @@ def test_pruning_drops_only_old_idle_projects_events(make_project: Any, settings
     assert not ProgressEvent.objects.filter(project=old).exists()
     assert ProgressEvent.objects.filter(project=recent).count() == recent.version
     assert ProgressEvent.objects.filter(project=running).count() == running.version
+
+
+def test_pruning_forgets_clients_of_dead_processes_and_abandoned_sockets(
+    alice: Any, make_project: Any, settings: Any
+) -> None:
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.LIVE_CLIENT_STALE_SECONDS + 1)
+    dead = LiveClient.objects.create(transport="sse", user=alice, process="gone:1", seen_at=stale)
+    alive = LiveClient.objects.create(transport="sse", user=alice, process="here:1", seen_at=now)
+    abandoned = WebSocketSession.objects.create(user=alice)
+    kept = WebSocketSession.objects.create(user=alice)
+    WebSocketSubscription.objects.create(session=abandoned, project=make_project())
+    long_ago = now - timedelta(days=settings.WS_SESSION_RETENTION_DAYS + 1)
+    WebSocketSession.objects.filter(pk=abandoned.pk).update(updated_at=long_ago)
+
+    tasks.prune_history()
+
+    assert list(LiveClient.objects.all()) == [alive]
+    assert not LiveClient.objects.filter(pk=dead.pk).exists()
+    assert list(WebSocketSession.objects.all()) == [kept]
+    assert not WebSocketSubscription.objects.exists()
 
 
 def test_stats_count_the_callers_projects_by_status(

@@ -18,11 +18,14 @@ http_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from projects.bus import close_bus  # noqa: E402
-from projects.consumers import ProgressConsumer, TokenHeaderAuthMiddleware  # noqa: E402
+from projects.consumers import (  # noqa: E402
+    BrowserOriginValidator,
+    ProgressConsumer,
+    TokenHeaderAuthMiddleware,
+)
 from videocreation.settings import require_production_secret  # noqa: E402
 
 require_production_secret()
@@ -42,7 +45,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 application = ProtocolTypeRouter(
     {
         "http": http_application,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": BrowserOriginValidator(
             AuthMiddlewareStack(
                 TokenHeaderAuthMiddleware(
                     URLRouter([path("ws/progress/", ProgressConsumer.as_asgi())])

@@ -227,6 +227,10 @@ LONG_POLL_MAX_SECONDS = 60
 # client gone once its process has been silent for LIVE_CLIENT_STALE_SECONDS.
 LIVE_CLIENT_REFRESH_SECONDS = env_float("LIVE_CLIENT_REFRESH_SECONDS", 15.0, minimum=0.1)
 LIVE_CLIENT_STALE_SECONDS = env_float("LIVE_CLIENT_STALE_SECONDS", 45.0, minimum=0.3)
+# A WebSocket session records how far each of its projects' logs it has sent
+# this often (and when its socket closes); a session idle this many days goes.
+WS_CURSOR_FLUSH_SECONDS = env_float("WS_CURSOR_FLUSH_SECONDS", 1.0, minimum=0.05)
+WS_SESSION_RETENTION_DAYS = env_int("WS_SESSION_RETENTION_DAYS", 7, minimum=1)
 
 # --- Auth, API ------------------------------------------------------------
 
