@@ -207,12 +207,17 @@ class AsgiServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"The web server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            if self.serving():
+                return
+            time.sleep(0.05)
         raise AssertionError(f"The web server did not answer in {timeout} s")
+
+    def serving(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=1):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None:

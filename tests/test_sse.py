@@ -21,9 +21,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
-from projects import lifecycle
-from projects.models import RUNNING_STATUSES, VideoProject
+from projects.models import VideoProject
 from tests.conftest import AsgiServer
+from tests.live import assert_each_once, job_over, long_render
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -75,11 +75,6 @@ def _start(server: AsgiServer, user: User, project: VideoProject, job: str) -> N
     assert httpx.post(url, headers=_headers(user)).status_code == 202
 
 
-def _job_over(project: VideoProject) -> bool:
-    project.refresh_from_db()
-    return project.status not in RUNNING_STATUSES
-
-
 def _read_until(
     stream: Iterator[Event | str], project: VideoProject, into: list[Event], timeout: float = 60
 ) -> None:
@@ -91,13 +86,9 @@ def _read_until(
         )
         if isinstance(item, Event):
             into.append(item)
-            if _job_over(project) and item.seq >= project.version:
+            if job_over(project) and item.seq >= project.version:
                 return
     raise AssertionError(f"The stream ended early; last seq {into[-1].seq if into else None}")
-
-
-def _assert_each_once(seqs: list[int], first: int, last: int) -> None:
-    assert seqs == list(range(first, last + 1)), f"gaps or repeats in {seqs}"
 
 
 def test_a_new_stream_starts_with_the_status_then_every_change_of_the_job(
@@ -119,7 +110,7 @@ def test_a_new_stream_starts_with_the_status_then_every_change_of_the_job(
         _start(asgi_server, alice, project, "script")
         _read_until(stream, project, received)
 
-    _assert_each_once([event.seq for event in received], first.seq + 1, project.version)
+    assert_each_once([event.seq for event in received], first.seq + 1, project.version)
     kinds = {event.kind for event in received}
     assert {"status", "progress", "log"} <= kinds
     progress = [event.data["progress"] for event in received if "progress" in event.data]
@@ -150,7 +141,7 @@ def test_a_client_cut_off_mid_job_resumes_with_last_event_id_and_misses_nothing(
                     break
     # Gone for a while: the job moves on without this client.
     cut_at = before[-1].seq
-    wait_for(lambda: _job_over(project) or project.version > cut_at + 3, "the job to move on")
+    wait_for(lambda: job_over(project) or project.version > cut_at + 3, "the job to move on")
 
     after: list[Event] = []
     headers = _headers(alice, **{"Last-Event-ID": str(cut_at)})
@@ -158,7 +149,7 @@ def test_a_client_cut_off_mid_job_resumes_with_last_event_id_and_misses_nothing(
         _read_until(_events(response), project, after)
 
     assert after[0].seq == cut_at + 1, "a resumed stream replays; it does not restart"
-    _assert_each_once([event.seq for event in before + after], first.seq + 1, project.version)
+    assert_each_once([event.seq for event in before + after], first.seq + 1, project.version)
     assert after[-1].data["status"] == "COMPLETED"
     assert after[-1].data["videoUrl"]
 
@@ -170,12 +161,7 @@ def test_the_stream_survives_a_restart_of_the_web_server_mid_job(
     alice: User,
     make_project: Any,
 ) -> None:
-    # Long enough (about 6 s of rendering) to still be running when the server is back.
-    scenes = [
-        {"index": i, "narration": f"Stop {i} of the night train.", "visual": "Rails", "seconds": 3}
-        for i in range(6)
-    ]
-    project = lifecycle.edit_script(make_project(), {"title": "Long night", "scenes": scenes})
+    project = long_render(make_project)
     received: list[Event] = []
     started = threading.Event()
     cursor: int | None = None
@@ -190,7 +176,7 @@ def test_the_stream_survives_a_restart_of_the_web_server_mid_job(
     restarter.start()
     deadline = time.monotonic() + 90
     try:
-        while not (_job_over(project) and cursor == project.version):
+        while not (job_over(project) and cursor == project.version):
             assert time.monotonic() < deadline, f"no end after 90 s; seqs {len(received)}"
             extra = {} if cursor is None else {"Last-Event-ID": str(cursor)}
             try:
@@ -210,25 +196,18 @@ def test_the_stream_survives_a_restart_of_the_web_server_mid_job(
                             _start(asgi_server, alice, project, "render")
                         if item.kind == "progress" and item.data["progress"] > 0:
                             started.set()
-                        if _job_over(project) and cursor == project.version:
+                        if job_over(project) and cursor == project.version:
                             break
             except httpx.TransportError:
-                wait_for(lambda: _serving(asgi_server), "the web server to come back")
+                wait_for(asgi_server.serving, "the web server to come back")
     finally:
         started.set()
         restarter.join()
 
     assert asgi_server.process and asgi_server.process.pid != first_server
     assert opened >= 2, "the client had to reconnect"
-    _assert_each_once([event.seq for event in received], received[0].seq, project.version)
+    assert_each_once([event.seq for event in received], received[0].seq, project.version)
     assert received[-1].data["status"] == "COMPLETED"
-
-
-def _serving(server: AsgiServer) -> bool:
-    try:
-        return httpx.get(f"{server.url}/accounts/login/", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_a_resumed_stream_also_takes_its_cursor_from_the_query_string(

@@ -24,8 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from projects import lifecycle
-from projects.models import RUNNING_STATUSES, Step, VideoProject, WebSocketSubscription
+from projects.models import Step, VideoProject, WebSocketSubscription
 from tests.conftest import AsgiServer
+from tests.live import assert_each_once, job_over, long_render
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -50,11 +51,6 @@ def _receive(socket: ClientConnection, timeout: float = 20) -> dict[str, Any]:
     return json.loads(socket.recv(timeout=timeout))
 
 
-def _job_over(project: VideoProject) -> bool:
-    project.refresh_from_db()
-    return project.status not in RUNNING_STATUSES
-
-
 def _read_events(
     socket: ClientConnection, project: VideoProject, into: list[dict], stop_after: int = 0
 ) -> None:
@@ -68,7 +64,7 @@ def _read_events(
         into.append(message)
         if stop_after and len(into) >= stop_after:
             return
-        if _job_over(project) and message["payload"]["seq"] >= project.version:
+        if job_over(project) and message["payload"]["seq"] >= project.version:
             return
     raise AssertionError(f"no end after 60 s; seqs {_seqs(into)}")
 
@@ -77,21 +73,8 @@ def _seqs(messages: list[dict]) -> list[int]:
     return [message["payload"]["seq"] for message in messages]
 
 
-def _assert_each_once(seqs: list[int], first: int, last: int) -> None:
-    assert seqs == list(range(first, last + 1)), f"gaps or repeats in {seqs}"
-
-
 def _start(project: VideoProject, job: str) -> None:
     lifecycle.start_job(project, Step.SCRIPT if job == "script" else Step.RENDER)
-
-
-def _long_render(make_project: Any) -> VideoProject:
-    """A reviewed project whose render takes several seconds on this machine."""
-    scenes = [
-        {"index": i, "narration": f"Stop {i} of the night train.", "visual": "Rails", "seconds": 3}
-        for i in range(6)
-    ]
-    return lifecycle.edit_script(make_project(), {"title": "Long night", "scenes": scenes})
 
 
 @pytest.mark.worker
@@ -122,7 +105,7 @@ def test_a_subscriber_gets_the_status_then_every_change_of_the_job(
         received: list[dict] = []
         _read_events(socket, project, received)
 
-    _assert_each_once(_seqs(received), current["payload"]["seq"] + 1, project.version)
+    assert_each_once(_seqs(received), current["payload"]["seq"] + 1, project.version)
     progress = [m["payload"] for m in received if m["type"] == "progress"]
     assert progress, "progress messages"
     assert set(progress[0]) >= {
@@ -148,7 +131,7 @@ def test_a_subscriber_gets_the_status_then_every_change_of_the_job(
 def test_a_client_that_reconnects_with_its_old_client_id_misses_nothing(
     qcluster: Any, asgi_server: AsgiServer, alice: User, make_project: Any
 ) -> None:
-    project = _long_render(make_project)
+    project = long_render(make_project)
     before: list[dict] = []
     with _socket(asgi_server, alice) as socket:
         client_id = _receive(socket)["payload"]["client_id"]
@@ -158,7 +141,7 @@ def test_a_client_that_reconnects_with_its_old_client_id_misses_nothing(
         _start(project, "render")
         _read_events(socket, project, before, stop_after=4)
     cut_at = before[-1]["payload"]["seq"]
-    wait_for(lambda: _job_over(project) or project.version > cut_at + 3, "the job to move on")
+    wait_for(lambda: job_over(project) or project.version > cut_at + 3, "the job to move on")
 
     after: list[dict] = []
     with _socket(asgi_server, alice, f"?old_client_id={client_id}") as socket:
@@ -168,7 +151,7 @@ def test_a_client_that_reconnects_with_its_old_client_id_misses_nothing(
         _read_events(socket, project, after)
 
     assert _seqs(after)[0] == cut_at + 1, "a reconnected client resumes; it does not restart"
-    _assert_each_once(_seqs(before + after), first + 1, project.version)
+    assert_each_once(_seqs(before + after), first + 1, project.version)
     assert after[-1]["payload"]["status"] == "COMPLETED"
     assert after[-1]["payload"]["result"]["videoUrl"]
 
@@ -177,13 +160,15 @@ def test_a_client_that_reconnects_with_its_old_client_id_misses_nothing(
 def test_the_socket_survives_a_restart_of_the_web_server_mid_job(
     qcluster: Any, asgi_server: AsgiServer, alice: User, make_project: Any
 ) -> None:
-    project = _long_render(make_project)
+    project = long_render(make_project)
     received: list[dict] = []
     first_server = asgi_server.process.pid if asgi_server.process else None
     client_id = ""
     connections = 0
+    close_codes: list[int] = []
+    restarter = threading.Thread(target=asgi_server.restart)
     deadline = time.monotonic() + 90
-    while not (received and _job_over(project) and _seqs(received)[-1] == project.version):
+    while not (received and job_over(project) and _seqs(received)[-1] == project.version):
         assert time.monotonic() < deadline, f"no end after 90 s; seqs {_seqs(received)}"
         query = f"?old_client_id={client_id}" if client_id else ""
         try:
@@ -197,29 +182,22 @@ def test_the_socket_survives_a_restart_of_the_web_server_mid_job(
                     received.append(_receive(socket))  # the current status
                     _start(project, "render")
                     _read_events(socket, project, received, stop_after=4)
-                    threading.Thread(target=asgi_server.restart).start()
+                    restarter.start()
                 else:
                     assert hello["type"] == "reconnected", hello
                 _read_events(socket, project, received)
         except (ConnectionClosed, OSError) as gone:
             if isinstance(gone, ConnectionClosed) and gone.rcvd is not None:
-                assert gone.rcvd.code == 1012, "a restart tells the client to come back"
-            wait_for(lambda: asgi_server.process is not None, "the web server to start again")
-            wait_for(lambda: _serving(asgi_server), "the web server to come back", timeout=60)
+                close_codes.append(gone.rcvd.code)
+            restarter.join(60)
+            wait_for(asgi_server.serving, "the web server to come back", timeout=60)
+    restarter.join(60)
 
     assert asgi_server.process and asgi_server.process.pid != first_server
     assert connections >= 2, "the client had to reconnect"
-    _assert_each_once(_seqs(received), _seqs(received)[0], project.version)
+    assert close_codes == [1012], "a restart tells the client to come back"
+    assert_each_once(_seqs(received), _seqs(received)[0], project.version)
     assert received[-1]["payload"]["status"] == "COMPLETED"
-
-
-def _serving(server: AsgiServer) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{server.url}/accounts/login/", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_since_replays_the_log_from_any_seq(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,10 @@ def fast_polling(settings: Any) -> None:
     settings.CREATOR_POLL_MS = 300
 
 
-@pytest.fixture
-def page(browser: Browser, live_server: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport=DESKTOP, base_url=live_server.url)
+@contextmanager
+def watched_page(browser: Browser, base_url: str) -> Iterator[Page]:
+    """A new page at `base_url` that fails the test on any script error it logs."""
+    context = browser.new_context(viewport=DESKTOP, base_url=base_url)
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -72,6 +74,12 @@ def page(browser: Browser, live_server: Any) -> Iterator[Page]:
     yield page
     context.close()
     assert problems == [], problems
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any) -> Iterator[Page]:
+    with watched_page(browser, live_server.url) as page:
+        yield page
 
 
 @pytest.fixture
@@ -98,21 +106,8 @@ def asgi_fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def asgi_page(asgi_fast_polling: None, browser: Browser, asgi_server: AsgiServer) -> Iterator[Page]:
     """Like `page`, against `asgi_server` (tests using it need `django_db(transaction=True)`)."""
-    context = browser.new_context(viewport=DESKTOP, base_url=asgi_server.url)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on(
-        "console",
-        lambda message: (
-            problems.append(f"console: {message.text}")
-            if message.type == "error" and "Failed to load resource" not in message.text
-            else None
-        ),
-    )
-    yield page
-    context.close()
-    assert problems == [], problems
+    with watched_page(browser, asgi_server.url) as page:
+        yield page
 
 
 @pytest.fixture
