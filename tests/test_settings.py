@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from asgiref.sync import async_to_sync, iscoroutinefunction
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
+
+from videocreation.middleware import StaticFilesMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,3 +61,18 @@ def test_a_bad_setting_is_refused_with_a_clear_message(
 
     assert refused.returncode != 0
     assert complaint in refused.stderr
+
+
+def test_static_files_keep_async_requests_on_the_event_loop() -> None:
+    async def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("the status")
+
+    middleware = StaticFilesMiddleware(view)
+
+    assert iscoroutinefunction(middleware), "a sync middleware would hop threads per request"
+    request = RequestFactory().get("/static/creator/creator.css")
+    static = async_to_sync(middleware)(request)
+    assert static.status_code == 200
+    assert static["Content-Type"].startswith("text/css")
+    status = async_to_sync(middleware)(RequestFactory().get("/api/video-creation/stats"))
+    assert status.content == b"the status"

@@ -82,14 +82,18 @@ def page(browser: Browser, live_server: Any) -> Iterator[Page]:
         yield page
 
 
-@pytest.fixture
-def signed_in(page: Page, alice: Any) -> Page:
+def sign_in_as_alice(page: Page) -> Page:
     page.goto("/")
     page.get_by_label("Username").fill("alice")
     page.get_by_label("Password").fill("alice-password-1")
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/")
     return page
+
+
+@pytest.fixture
+def signed_in(page: Page, alice: Any) -> Page:
+    return sign_in_as_alice(page)
 
 
 # --- the same page on the ASGI server ---------------------------------------------
@@ -117,13 +121,7 @@ def asgi_signed_in(asgi_page: Page, alice: Any) -> Page:
     hasher = PBKDF2PasswordHasher()
     alice.password = hasher.encode("alice-password-1", hasher.salt(), iterations=1000)
     alice.save(update_fields=["password"])
-    page = asgi_page
-    page.goto("/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill("alice-password-1")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/")
-    return page
+    return sign_in_as_alice(asgi_page)
 
 
 def shot(page: Page, name: str) -> None:
