@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
@@ -66,7 +67,7 @@ class TokenHeaderAuthMiddleware(BaseMiddleware):
         try:
             key = token_key(authorization)
             if key is not None:
-                scope = {**scope, "user": await user_for_token(key)}
+                scope = {**scope, "user": await sync_to_async(user_for_token)(key)}
         except AuthenticationFailed:
             scope = {**scope, "user": AnonymousUser()}
         return await super().__call__(scope, receive, send)

@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from rest_framework import serializers
@@ -32,28 +33,33 @@ class _Refused(Exception):
         self.response = response
 
 
-async def _caller(request: HttpRequest) -> Any:
+def _caller(request: HttpRequest) -> Any:
     """The user behind a token or a session, or a 401 in the API's error shape."""
     try:
         key = token_key(request.headers.get("Authorization", "").encode("latin-1"))
         if key is not None:
-            return await user_for_token(key)
+            return user_for_token(key)
     except AuthenticationFailed as refused:
         raise _Refused(json_error(401, str(refused.detail), "authentication_failed")) from None
-    user = await request.auser()
-    if not user.is_authenticated:
+    if not request.user.is_authenticated:
         raise _Refused(
             json_error(401, "Authentication credentials were not provided.", "not_authenticated")
         )
-    return user
+    return request.user
 
 
-async def _owned_project(user: Any, project_id: Any) -> VideoProject:
-    """The caller's project, or 404 — the same 404 for someone else's and for none at all."""
-    project = await VideoProject.objects.owned_by(user).filter(pk=project_id).afirst()
+@sync_to_async
+def _callers_project(request: HttpRequest, project_id: Any) -> tuple[Any, VideoProject]:
+    """The caller and their project, or a 401 or the 404 of every entry point.
+
+    One trip to a database thread for all of it: under ASGI each trip is a
+    thread hop, and these views exist to be quick.
+    """
+    user = _caller(request)
+    project = VideoProject.objects.owned_by(user).filter(pk=project_id).first()
     if project is None:
         raise _Refused(json_error(404, "No project with this id belongs to you.", "not_found"))
-    return project
+    return user, project
 
 
 def _query(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -87,8 +93,7 @@ class StatusQuery(StrictSerializer):
 @_refusals
 async def status(request: HttpRequest, project_id: Any) -> HttpResponse:
     """The status object; `?wait=S&since=V` holds the answer until `version > V` (or S seconds)."""
-    user = await _caller(request)
-    project = await _owned_project(user, project_id)
+    _, project = await _callers_project(request, project_id)
     query = _query(StatusQuery, request.GET)
     if query["wait"] > 0:
         since = query.get("since", project.version)
@@ -138,8 +143,7 @@ async def events(request: HttpRequest, project_id: Any) -> HttpResponse:
     With `Last-Event-ID` (or `?lastEventId=`) it replays every event after that
     seq from the log instead, then goes live.
     """
-    user = await _caller(request)
-    project = await _owned_project(user, project_id)
+    user, project = await _callers_project(request, project_id)
     query = _query(EventsQuery, request.GET)
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id:
