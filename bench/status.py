@@ -18,70 +18,14 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness import free_port, prepare, serve, wait_until_serving
+
 HERE = Path(__file__).resolve().parent.parent
-SETUP = """
-from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
-from projects import lifecycle
-user = User.objects.create_user("bench")
-project = lifecycle.create_project(user, {"title": "Bench", "brief": "A brief for the benchmark."})
-print("BENCH", Token.objects.create(user=user).key, project.pk)
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _prepare(tree: Path, env: dict[str, str]) -> tuple[str, str]:
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=tree, env=env, check=True)
-    made = subprocess.run(
-        [python, "manage.py", "shell", "-c", SETUP],
-        cwd=tree,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    line = next(line for line in made.stdout.splitlines() if line.startswith("BENCH "))
-    _, token, project_id = line.split()
-    return token, project_id
-
-
-def _serve(tree: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "videocreation.asgi:application"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    return subprocess.Popen(
-        command,
-        cwd=tree,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-async def _wait_until_serving(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"uvicorn did not answer on port {port} in {timeout} s")
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -136,15 +80,15 @@ def main() -> None:
         "DEBUG": "0",
     }
     env.pop("REDIS_URL", None)
-    token, project_id = _prepare(args.tree, env)
-    port = _free_port()
+    token, project_id = prepare(args.tree, env)
+    port = free_port()
     request = (
         f"GET /api/video-creation/projects/{project_id}/status HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\nAuthorization: Token {token}\r\n\r\n"
     ).encode()
-    server = _serve(args.tree, env, port)
+    server = serve(args.tree, env, port, "videocreation.asgi:application")
     try:
-        asyncio.run(_wait_until_serving(port))
+        asyncio.run(wait_until_serving(port))
         latencies = asyncio.run(_load(port, request, args.connections, args.seconds))
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -35,7 +36,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
@@ -98,6 +99,11 @@ async def _latest_seq(project_id: str) -> int:
     return await versions.afirst() or 0
 
 
+def close_connection() -> None:
+    """Close the calling thread's database connection (`connection` is per thread)."""
+    connection.close()
+
+
 # --- the listener's side ---------------------------------------------------
 
 
@@ -142,11 +148,17 @@ class Subscription:
 class Feed:
     """A client's view of one project's log from its cursor: replay, then live, each seq once."""
 
-    def __init__(self, subscription: Subscription, cursor: int) -> None:
+    def __init__(self, subscription: Subscription, cursor: int, *, in_request: bool) -> None:
         self.subscription = subscription
         self.project_id = subscription.project_id
         self.cursor = cursor
         self._replaying = True
+        # An HTTP request's ORM calls run on a thread of its own (Django's
+        # ThreadSensitiveContext), whose connection Django closes only when the
+        # response ends. A stream that held it while waiting would hold one
+        # database connection per watcher: PostgreSQL refuses the 101st.
+        self._in_request = in_request
+        self._holds_connection = in_request
 
     async def next(self, timeout: float) -> list[dict]:
         """The next events after the cursor, waiting up to `timeout` s for some; [] if none came.
@@ -158,6 +170,7 @@ class Feed:
         while True:
             if self._replaying:
                 events = await read_events(self.project_id, self.cursor)
+                self._holds_connection = self._in_request
                 # Live events pushed meanwhile stay buffered: the bus may have read
                 # some that committed after our read began.
                 self._replaying = len(events) == REPLAY_CHUNK
@@ -173,6 +186,9 @@ class Feed:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
+            if self._holds_connection:
+                await sync_to_async(close_connection)()  # the request's thread's
+                self._holds_connection = False
             await self.subscription.wait(remaining)
 
     def _advance(self, events: list[dict]) -> list[dict]:
@@ -189,7 +205,7 @@ class Bus:
         self._ready: dict[str, asyncio.Event] = {}
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._task: asyncio.Task | None = None
         self._clients: set[Any] = set()
         self.reads = 0  # log reads done for fan-out: the bench checks they don't grow with clients
 
@@ -220,8 +236,9 @@ class Bus:
                 raise BusClosed
         return subscription
 
-    async def feed(self, project_id: Any, after: int) -> Feed:
-        return Feed(await self.subscribe(project_id), after)
+    async def feed(self, project_id: Any, after: int, *, in_request: bool = False) -> Feed:
+        """A feed from seq `after`; `in_request` for one read by an HTTP request's own code."""
+        return Feed(await self.subscribe(project_id), after, in_request=in_request)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         key = subscription.project_id
@@ -261,27 +278,32 @@ class Bus:
     # --- the tasks ---
 
     def _start(self) -> None:
-        if self._tasks:
-            return
-        self._tasks = [
-            asyncio.create_task(self._fan_out(), name="bus-fan-out"),
-            asyncio.create_task(self._refresh_clients(), name="bus-live-clients"),
-        ]
-        if settings.EVENT_BUS == "postgres":
-            self._tasks.append(asyncio.create_task(self._listen_postgres(), name="bus-listen"))
-            self._tasks.append(asyncio.create_task(self._poll(settings.EVENT_SAFETY_POLL_SECONDS)))
-        elif settings.EVENT_BUS == "redis":
-            self._tasks.append(asyncio.create_task(self._listen_redis(), name="bus-listen"))
-            self._tasks.append(asyncio.create_task(self._poll(settings.EVENT_SAFETY_POLL_SECONDS)))
-        else:
-            self._tasks.append(asyncio.create_task(self._poll(settings.EVENT_POLL_SECONDS)))
+        if self._task is None:
+            # A fresh context: not the ThreadSensitiveContext of the request that
+            # happened to start the bus, which ends with that request.
+            self._task = asyncio.create_task(self._run(), name="bus", context=contextvars.Context())
+
+    async def _run(self) -> None:
+        """Listen, poll and fan out, with one thread and database connection of the bus's own."""
+        async with ThreadSensitiveContext():
+            tasks = [self._fan_out(), self._refresh_clients()]
+            if settings.EVENT_BUS == "postgres":
+                tasks += [self._listen_postgres(), self._poll(settings.EVENT_SAFETY_POLL_SECONDS)]
+            elif settings.EVENT_BUS == "redis":
+                tasks += [self._listen_redis(), self._poll(settings.EVENT_SAFETY_POLL_SECONDS)]
+            else:
+                tasks += [self._poll(settings.EVENT_POLL_SECONDS)]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                await sync_to_async(close_connection)()
 
     async def close(self) -> None:
         """Stop listening and end every subscription (their clients reconnect elsewhere)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         for watchers in self._watchers.values():
             for subscription in watchers:
                 subscription.close()

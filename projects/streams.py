@@ -104,7 +104,7 @@ async def status(request: HttpRequest, project_id: Any) -> HttpResponse:
 
 async def _wait_for_change(project: VideoProject, since: int, wait: float) -> VideoProject:
     bus = get_bus()
-    feed = await bus.feed(project.pk, since)
+    feed = await bus.feed(project.pk, since, in_request=True)
     try:
         await feed.next(wait)
     except BusClosed:
@@ -165,7 +165,7 @@ async def _event_stream(user: Any, project: VideoProject, after: int | None) -> 
     feed = None
     try:
         yield f"retry: {settings.SSE_RETRY_MS}\n\n"
-        feed = await bus.feed(project.pk, after or 0)
+        feed = await bus.feed(project.pk, after or 0, in_request=True)
         if after is None or after > project.version:
             # A new client (or one whose cursor we never issued) starts from the
             # current state; subscribed first, so nothing after it is missed.

@@ -166,6 +166,9 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
         os.killpg(worker.pid, signal.SIGKILL)
 
 
+WEB_APP_NAME = "videocreation-test-web"
+
+
 class AsgiServer:
     """`uvicorn videocreation.asgi:application` as its own process, as `make run` starts it.
 
@@ -236,6 +239,7 @@ def asgi_server(media_root: Path, tmp_path: Path) -> Iterator[AsgiServer]:
         "DATABASE_URL": database_url_for_children(),
         "MEDIA_ROOT": str(media_root),
         "DEBUG": "0",
+        "PGAPPNAME": WEB_APP_NAME,  # libpq names the server's PostgreSQL connections
     }
     server = AsgiServer(tmp_path / "uvicorn.log", env).start()
     try:

@@ -12,22 +12,28 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
+from django.db.models import Q
 from rest_framework.authtoken.models import Token
 
-from projects.models import VideoProject
-from tests.conftest import AsgiServer
+from projects import progress
+from projects.models import EventKind, VideoProject
+from tests.conftest import WEB_APP_NAME, AsgiServer
 from tests.live import assert_each_once, job_over, long_render
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
+STREAMS = 30
 BUSES = ["poll", "redis"] if settings.IS_SQLITE else ["postgres", "redis"]
 
 
@@ -328,3 +334,49 @@ def test_staff_see_every_connected_stream_by_user_and_by_project(
         "the closed stream to leave the active list",
         timeout=10,
     )
+
+
+def _database_connections_of(server: AsgiServer) -> int:
+    """How many database connections the web server process holds open right now."""
+    assert server.process is not None
+    if settings.IS_SQLITE:
+        database = Path(settings.DATABASES["default"]["NAME"]).resolve()
+        fds = Path(f"/proc/{server.process.pid}/fd").iterdir()
+        return sum(1 for fd in fds if fd.resolve() == database)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [WEB_APP_NAME]
+        )
+        return cursor.fetchone()[0]
+
+
+def test_waiting_streams_hold_no_database_connection(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    """A watcher costs the database nothing while it waits: PostgreSQL allows ~100 connections."""
+    project = make_project()
+    with httpx.Client(headers=_headers(alice), timeout=20) as client, ExitStack() as streams:
+        readers = []
+        url = _events_url(asgi_server, project)
+        for _ in range(STREAMS):
+            response = streams.enter_context(client.stream("GET", url))
+            reader = _events(response)
+            assert next(item for item in reader if isinstance(item, Event)).seq == project.version
+            readers.append(reader)
+        # The bus's own connection (and on PostgreSQL its listener's), not one per stream.
+        wait_for(
+            lambda: _database_connections_of(asgi_server) <= 2,
+            f"{STREAMS} waiting streams to give their database connections back",
+            timeout=10,
+        )
+
+        written = progress.write(
+            project.pk,
+            expect=Q(),
+            fields={"progress_message": "Still here"},
+            events=[(EventKind.PROGRESS, {})],
+        )
+        assert written is not None
+        for reader in readers:
+            event = next(item for item in reader if isinstance(item, Event))
+            assert event.seq == written.version and event.data["progressMessage"] == "Still here"

@@ -1,0 +1,70 @@
+"""What the benchmarks share: a throwaway database set up by a tree's own code, and uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SETUP = """
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from projects import lifecycle
+user = User.objects.create_user("bench")
+project = lifecycle.create_project(user, {"title": "Bench", "brief": "A brief for the benchmark."})
+print("BENCH", Token.objects.create(user=user).key, project.pk)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def prepare(tree: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Migrate the database `env` names; make a user, its token and a project."""
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=tree, env=env, check=True)
+    made = subprocess.run(
+        [python, "manage.py", "shell", "-c", SETUP],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    line = next(line for line in made.stdout.splitlines() if line.startswith("BENCH "))
+    _, token, project_id = line.split()
+    return token, project_id
+
+
+def serve(tree: Path, env: dict[str, str], port: int, app: str) -> subprocess.Popen[bytes]:
+    """uvicorn serving `app` from `tree`, one process, in its own process group."""
+    command = [sys.executable, "-m", "uvicorn", app]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command += ["--backlog", "4096"]
+    return subprocess.Popen(
+        command,
+        cwd=tree,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def wait_until_serving(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"uvicorn did not answer on port {port} in {timeout} s")

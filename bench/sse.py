@@ -1,0 +1,287 @@
+"""From a reporter's write to an SSE client: latency, database work and memory per subscriber count.
+
+    .venv/bin/python bench/sse.py                   # SQLite (listeners poll the log)
+    .venv/bin/python bench/sse.py --postgres        # PostgreSQL (LISTEN/NOTIFY)
+    .venv/bin/python bench/sse.py --redis           # SQLite, wake-ups over Redis pub/sub
+
+It migrates a throwaway database (a temporary SQLite file, or a scratch
+PostgreSQL database it drops afterwards), makes a user and a project, and
+starts one uvicorn process serving the project (bench/counting_asgi.py wraps it
+to count every SQL statement the process runs and to report its memory). It
+then opens SSE clients on `GET …/projects/{id}/events` — 1, then 10, 100 and
+1,000 at once, on raw sockets in this process — and for each count makes
+`--updates` writes through `progress.write`, the path every reporter takes,
+each a progress event. Before each write it waits a random 0-300 ms (so writes
+fall anywhere in the SQLite poll period) and after it waits until every client
+has the event. For each count it prints:
+
+* latency: from the start of the write call to the event's arrival at a
+  client, median and p99 over every (update, client) pair;
+* statements per update: every SQL statement the server ran during the
+  updates (fan-out reads, safety or SQLite polls, live-client refreshes),
+  divided by the updates; and the bus's fan-out log reads per update;
+* the server's resident memory, and its growth per subscriber over the
+  memory before any subscriber.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from harness import free_port, prepare, serve, wait_until_serving
+
+HERE = Path(__file__).resolve().parent
+TREE = HERE.parent
+POSTGRES_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+SCRATCH_DB = "videocreation_bench_sse"
+OPEN_AT_ONCE = 50  # clients connecting concurrently while a count is built up
+
+
+class Arrivals:
+    """When each client saw each seq; wakes the writer when all clients have one."""
+
+    def __init__(self) -> None:
+        self.times: dict[int, list[float]] = defaultdict(list)
+        self.clients = 0
+        self._waiting: tuple[int, asyncio.Event] | None = None
+
+    def arrived(self, seq: int, at: float) -> None:
+        self.times[seq].append(at)
+        if self._waiting and self._waiting[0] == seq and len(self.times[seq]) >= self.clients:
+            self._waiting[1].set()
+
+    async def all_have(self, seq: int, timeout: float) -> None:
+        done = asyncio.Event()
+        self._waiting = (seq, done)
+        if len(self.times[seq]) >= self.clients:
+            done.set()
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            got = len(self.times[seq])
+            message = f"only {got} of {self.clients} clients got seq {seq} in {timeout} s"
+            raise SystemExit(message) from None
+        finally:
+            self._waiting = None
+
+
+class SseClient:
+    """One raw-socket SSE client: HTTP/1.1, chunked body, `id:` lines recorded as they arrive."""
+
+    def __init__(self, port: int, path: str, token: str, arrivals: Arrivals) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Token {token}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+        self.port = port
+        self.arrivals = arrivals
+        self.started = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.task = asyncio.create_task(self._run())
+        started = asyncio.create_task(self.started.wait())
+        await asyncio.wait([self.task, started], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if not self.started.is_set():
+            started.cancel()
+            if self.task.done():
+                self.task.result()
+            raise SystemExit("an SSE client got no first event in 60 s")
+
+    async def _run(self) -> None:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"the events endpoint answered {head.splitlines()[0]!r}")
+        buffer = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                return
+            buffer += (await reader.readexactly(size + 2))[:-2]
+            at = time.perf_counter()
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                for line in block.split(b"\n"):
+                    if line.startswith(b"id: "):
+                        self.started.set()
+                        self.arrivals.arrived(int(line[4:]), at)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.task is not None:
+            self.task.cancel()
+
+
+async def _get_json(port: int, path: str, token: str = "") -> Any:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: Token {token}\r\n" if token else ""
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise SystemExit(f"{path} answered {head.splitlines()[0]!r}")
+    return json.loads(body)
+
+
+def _writer(project_id: str) -> Callable[[int], tuple[int, float]]:
+    """A function writing one progress event the way a reporter does; returns (seq, seconds)."""
+    from django.db.models import Q
+
+    from projects import progress
+    from projects.models import EventKind
+
+    def write(number: int) -> tuple[int, float]:
+        began = time.perf_counter()
+        project = progress.write(
+            project_id,
+            expect=Q(),
+            fields={"progress_message": f"Benchmark update {number}"},
+            events=[(EventKind.PROGRESS, {})],
+        )
+        return project.version, began
+
+    return write
+
+
+async def _measure(args: argparse.Namespace, port: int, token: str, project_id: str) -> None:
+    arrivals = Arrivals()
+    path = f"/api/video-creation/projects/{project_id}/events"
+    write = _writer(project_id)
+    thread = ThreadPoolExecutor(max_workers=1)  # one thread, so one database connection
+    loop = asyncio.get_running_loop()
+    clients: list[SseClient] = []
+
+    await _get_json(port, f"/api/video-creation/projects/{project_id}/status", token)  # warm-up
+    baseline = await _get_json(port, "/bench/counters")
+    print(f"server memory before any subscriber: {baseline['rss_kib'] / 1024:.1f} MiB")
+    print(
+        "| subscribers | latency median | latency p99 | SQL statements per update "
+        "| fan-out reads per update | server RSS | RSS per subscriber |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    number = 0
+    try:
+        for count in args.subscribers:
+            while len(clients) < count:
+                batch = [
+                    SseClient(port, path, token, arrivals)
+                    for _ in range(min(OPEN_AT_ONCE, count - len(clients)))
+                ]
+                clients += batch
+                await asyncio.gather(*(client.open() for client in batch))
+            arrivals.clients = len(clients)
+            while (await _get_json(port, "/bench/counters"))["subscribers"] < count:
+                await asyncio.sleep(0.05)
+            before = await _get_json(port, "/bench/counters")
+            latencies: list[float] = []
+            for _ in range(args.updates):
+                await asyncio.sleep(random.uniform(0, 0.3))
+                number += 1
+                seq, began = await loop.run_in_executor(thread, write, number)
+                await arrivals.all_have(seq, timeout=60)
+                latencies += [at - began for at in arrivals.times.pop(seq)]
+            after = await _get_json(port, "/bench/counters")
+            latencies.sort()
+            statements = (after["statements"] - before["statements"]) / args.updates
+            reads = (after["fan_out_reads"] - before["fan_out_reads"]) / args.updates
+            growth = (after["rss_kib"] - baseline["rss_kib"]) / count
+            print(
+                f"| {count:,} | {statistics.median(latencies) * 1000:.1f} ms "
+                f"| {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms "
+                f"| {statements:.1f} | {reads:.2f} | {after['rss_kib'] / 1024:.1f} MiB "
+                f"| {growth:.1f} KiB |",
+                flush=True,
+            )
+    finally:
+        for client in clients:
+            client.close()
+        thread.shutdown()
+
+
+def _scratch_postgres(create: bool) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+        if create:
+            admin.execute(f"CREATE DATABASE {SCRATCH_DB}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL with LISTEN/NOTIFY")
+    parser.add_argument("--redis", action="store_true", help="wake-ups over Redis pub/sub")
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 10, 100, 1000])
+    parser.add_argument("--updates", type=int, default=40, help="writes per subscriber count")
+    args = parser.parse_args()
+
+    # 1,000 clients and their server-side sockets need more than the usual 1,024 descriptors.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sse-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "MEDIA_ROOT": str(workdir / "media"),
+        "SECRET_KEY": "a-secret-for-the-sse-benchmark-only-0123456789",
+        "DEBUG": "0",
+        "PYTHONPATH": str(HERE),
+        "DJANGO_SETTINGS_MODULE": "videocreation.settings",
+    }
+    env.pop("REDIS_URL", None)
+    env.pop("EVENT_BUS", None)
+    if args.postgres:
+        env["DATABASE_URL"] = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + SCRATCH_DB
+        _scratch_postgres(create=True)
+    if args.redis:
+        env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        env["EVENT_BUS"] = "redis"
+    try:
+        token, project_id = prepare(TREE, env)
+        os.environ.update(env)
+        sys.path.insert(0, str(TREE))
+        import django
+
+        django.setup()
+        from django.conf import settings
+
+        print(f"database: {settings.DATABASES['default']['ENGINE']}, bus: {settings.EVENT_BUS}")
+        port = free_port()
+        server = serve(TREE, env, port, "counting_asgi:application")
+        try:
+            asyncio.run(wait_until_serving(port))
+            asyncio.run(_measure(args, port, token, project_id))
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    finally:
+        if args.postgres:
+            from django.db import connections
+
+            connections.close_all()
+            _scratch_postgres(create=False)
+
+
+if __name__ == "__main__":
+    main()
