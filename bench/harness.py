@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +19,21 @@ user = User.objects.create_user("bench")
 project = lifecycle.create_project(user, {"title": "Bench", "brief": "A brief for the benchmark."})
 print("BENCH", Token.objects.create(user=user).key, project.pk)
 """
+
+
+def throwaway_env(prefix: str) -> dict[str, str]:
+    """The environment for a server on a fresh SQLite file and media folder, no Redis."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "MEDIA_ROOT": str(workdir / "media"),
+        "SECRET_KEY": "a-secret-for-benchmarks-only-0123456789-0123456789",
+        "DEBUG": "0",
+    }
+    for name in ("REDIS_URL", "EVENT_BUS"):
+        env.pop(name, None)
+    return env
 
 
 def free_port() -> int:

@@ -35,7 +35,6 @@ import resource
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import free_port, prepare, serve, wait_until_serving
+from harness import free_port, prepare, serve, throwaway_env, wait_until_serving
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
@@ -239,18 +238,9 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-sse-"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-        "MEDIA_ROOT": str(workdir / "media"),
-        "SECRET_KEY": "a-secret-for-the-sse-benchmark-only-0123456789",
-        "DEBUG": "0",
-        "PYTHONPATH": str(HERE),
-        "DJANGO_SETTINGS_MODULE": "videocreation.settings",
-    }
-    env.pop("REDIS_URL", None)
-    env.pop("EVENT_BUS", None)
+    env = throwaway_env("bench-sse-")
+    env["PYTHONPATH"] = str(HERE)  # for counting_asgi
+    env["DJANGO_SETTINGS_MODULE"] = "videocreation.settings"
     if args.postgres:
         env["DATABASE_URL"] = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + SCRATCH_DB
         _scratch_postgres(create=True)

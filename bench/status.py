@@ -19,11 +19,10 @@ import asyncio
 import os
 import signal
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from harness import free_port, prepare, serve, wait_until_serving
+from harness import free_port, prepare, serve, throwaway_env, wait_until_serving
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -71,15 +70,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-status-"))
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-        "MEDIA_ROOT": str(workdir / "media"),
-        "SECRET_KEY": "a-secret-for-the-status-benchmark-only-0123456789",
-        "DEBUG": "0",
-    }
-    env.pop("REDIS_URL", None)
+    env = throwaway_env("bench-status-")
     token, project_id = prepare(args.tree, env)
     port = free_port()
     request = (
