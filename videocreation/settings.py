@@ -144,7 +144,9 @@ if IS_SQLITE:
     # A file, not an in-memory database: worker processes started by the
     # tests must see the same data.
     (BASE_DIR / "var").mkdir(exist_ok=True)
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+    # SQLITE_TEST_DB lets two test runs share a checkout without sharing a database.
+    test_db = env_str("SQLITE_TEST_DB", str(BASE_DIR / "var" / "test-db.sqlite3"))
+    DATABASES["default"]["TEST"] = {"NAME": test_db}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -192,6 +194,28 @@ else:
     Q_CLUSTER["poll"] = env_float("Q_POLL_SECONDS", 0.2)
 
 VIDEO_ENGINE = env_str("VIDEO_ENGINE", "local")
+# Per stage: the script job (outline, scenes) and the render job (clips, joining).
+# Empty means VIDEO_ENGINE. Names: local, llm (script), remote, command (render),
+# or a dotted path to an engine class.
+SCRIPT_ENGINE = env_str("SCRIPT_ENGINE", "")
+RENDER_ENGINE = env_str("RENDER_ENGINE", "")
+
+# The `llm` script engine: any server speaking OpenAI's chat completions API.
+SCRIPT_LLM_BASE_URL = env_str("SCRIPT_LLM_BASE_URL", "https://api.openai.com/v1")
+SCRIPT_LLM_MODEL = env_str("SCRIPT_LLM_MODEL", "gpt-4o-mini")
+SCRIPT_LLM_API_KEY = env_str("SCRIPT_LLM_API_KEY", "")
+SCRIPT_LLM_TIMEOUT_SECONDS = env_float("SCRIPT_LLM_TIMEOUT_SECONDS", 120.0, minimum=1.0)
+
+# The `remote` render engine: a provider speaking the OpenAI-style videos API.
+REMOTE_VIDEO_BASE_URL = env_str("REMOTE_VIDEO_BASE_URL", "https://api.openai.com/v1")
+REMOTE_VIDEO_API_KEY = env_str("REMOTE_VIDEO_API_KEY", "")
+REMOTE_VIDEO_MODEL = env_str("REMOTE_VIDEO_MODEL", "sora-2")
+REMOTE_VIDEO_POLL_SECONDS = env_float("REMOTE_VIDEO_POLL_SECONDS", 2.0, minimum=0.01)
+REMOTE_VIDEO_TIMEOUT_SECONDS = env_float("REMOTE_VIDEO_TIMEOUT_SECONDS", 30.0, minimum=1.0)
+REMOTE_VIDEO_MAX_RETRIES = env_int("REMOTE_VIDEO_MAX_RETRIES", 5, minimum=0)
+
+# The `command` render engine: a team's own pipeline script, run once per scene.
+RENDER_COMMAND = env_str("RENDER_COMMAND", "")
 
 # Events of projects idle this long are pruned by a daily django-q2 schedule.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
