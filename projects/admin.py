@@ -72,7 +72,7 @@ class VideoProjectAdmin(admin.ModelAdmin):
                     ("error_code", "error_message"),
                     ("lease_owner", "lease_expires_at"),
                     "version",
-                    "notified",
+                    ("notified", "auto_render"),
                 ]
             },
         ),
@@ -98,6 +98,7 @@ class VideoProjectAdmin(admin.ModelAdmin):
         "attempt",
         "error_code",
         "error_message",
+        "auto_render",
         "lease_owner",
         "lease_expires_at",
         "version",

@@ -2,6 +2,7 @@
 
     DRAFT ──start_script──▶ GENERATING_SCRIPT ──finish_script──▶ DRAFT (with a script)
     DRAFT ──start_render──▶ RENDERING ──finish_render──▶ COMPLETED
+    GENERATING_SCRIPT ──finish_script, auto_render──▶ RENDERING (in the same transaction)
     running ──fail──▶ FAILED          running ──cancel──▶ DRAFT (nothing lost)
     FAILED / COMPLETED ──start_*──▶ running again
 
@@ -105,6 +106,7 @@ def start_job(
                 "started_at": timezone.now(),
                 "completed_at": None,
                 "notified": False,
+                **({"auto_render": False} if step == Step.RENDER else {}),
             },
             events=_status_event(),
         )
@@ -145,6 +147,22 @@ def create_project_once(owner: Any, brief_fields: dict[str, Any], key: str) -> V
     return project
 
 
+def start_video(owner: Any, brief_fields: dict[str, Any], key: str | None = None) -> VideoProject:
+    """A new project whose script job is queued and whose render follows it unreviewed.
+
+    With an Idempotency-Key, a repeated request returns the project the first one
+    made (running or finished) instead of starting another.
+    """
+    with transaction.atomic():
+        if key is None:
+            project = create_project(owner, brief_fields, auto_render=True)
+        else:
+            project = create_project_once(owner, brief_fields | {"auto_render": True}, key)
+            if project.version > 1:
+                return project
+        return start_job(project, Step.SCRIPT, from_statuses=(Status.DRAFT,))
+
+
 def cancel(project: VideoProject) -> VideoProject:
     """Stop the running job; the project goes back to DRAFT with its brief and script intact."""
     cancelled = progress.write(
@@ -153,6 +171,7 @@ def cancel(project: VideoProject) -> VideoProject:
         fields={
             "status": Status.DRAFT,
             "progress_message": "Cancelled",
+            "auto_render": False,
             "lease_owner": "",
             "lease_expires_at": None,
         },
@@ -249,25 +268,37 @@ def next_attempt(project_id: Any, lease_owner: str, attempt: int, reason: str) -
 
 
 def finish_script(project_id: Any, lease_owner: str, script_data: dict[str, Any]) -> bool:
-    return _finish(
-        project_id,
-        lease_owner,
-        Status.GENERATING_SCRIPT,
-        {"status": Status.DRAFT, "script_data": script_data, "progress_message": "Script ready"},
-    )
+    """Save the script; a project set to `auto_render` has its render queued in the same commit."""
+    with transaction.atomic():
+        finished = _finish(
+            project_id,
+            lease_owner,
+            Status.GENERATING_SCRIPT,
+            {
+                "status": Status.DRAFT,
+                "script_data": script_data,
+                "progress_message": "Script ready",
+            },
+        )
+        if finished is not None and finished.auto_render:
+            start_job(finished, Step.RENDER, from_statuses=(Status.DRAFT,))
+    return finished is not None
 
 
 def finish_render(project_id: Any, lease_owner: str, video_name: str) -> bool:
-    return _finish(
+    finished = _finish(
         project_id,
         lease_owner,
         Status.RENDERING,
         {"status": Status.COMPLETED, "video": video_name, "progress_message": "Video ready"},
     )
+    return finished is not None
 
 
-def _finish(project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]) -> bool:
-    finished = progress.write(
+def _finish(
+    project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]
+) -> VideoProject | None:
+    return progress.write(
         project_id,
         expect=Q(status=running, lease_owner=lease_owner),
         fields={
@@ -280,7 +311,6 @@ def _finish(project_id: Any, lease_owner: str, running: Status, fields: dict[str
         },
         events=_status_event(),
     )
-    return finished is not None
 
 
 def fail(project_id: Any, lease_owner: str | None, code: str, message: str) -> bool:

@@ -96,6 +96,10 @@ class VideoProject(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     notified = models.BooleanField(default=False)
+    # Render as soon as the script is written (projects made by one request that
+    # asks for the finished video, as /v1/chat/completions does). Cleared once
+    # the render starts or a person cancels, so a later script job waits for review.
+    auto_render = models.BooleanField(default=False)
 
     objects = VideoProjectQuerySet.as_manager()
 
@@ -216,6 +220,7 @@ class ProgressEvent(models.Model):
 class Transport(models.TextChoices):
     SSE = "sse", "Server-Sent Events"
     WEBSOCKET = "websocket", "WebSocket"
+    OPENAI = "openai", "OpenAI-compatible stream"
 
 
 class LiveClientQuerySet(models.QuerySet["LiveClient"]):

@@ -43,6 +43,38 @@ def test_the_script_job_goes_draft_running_draft_with_a_script(make_project: Any
     assert done.lease_owner == ""
 
 
+def test_a_project_set_to_auto_render_queues_its_render_as_the_script_is_saved(
+    alice: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    fields = {"title": "Trains", "brief": "Night trains across Europe.", "aspect_ratio": "16:9"}
+    with django_capture_on_commit_callbacks() as queued:
+        project = lifecycle.start_video(alice, fields)
+    assert (project.status, project.auto_render, len(queued)) == ("GENERATING_SCRIPT", True, 1)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
+
+    with django_capture_on_commit_callbacks() as queued:
+        assert lifecycle.finish_script(project.pk, "worker-1", SCRIPT)
+
+    rendering = reload(project)
+    assert (rendering.status, rendering.script_data, rendering.progress) == ("RENDERING", SCRIPT, 0)
+    assert len(queued) == 1 and not rendering.auto_render
+    statuses = [event.payload["status"] for event in events_of(project) if event.kind == "status"]
+    assert statuses[-2:] == ["DRAFT", "RENDERING"]
+    # Once rendered, writing the script again waits for a person's review.
+    lifecycle.claim(project.pk, Step.RENDER, "worker-2")
+    lifecycle.finish_render(project.pk, "worker-2", "videos/x.mp4")
+    again = lifecycle.start_job(reload(project), Step.SCRIPT)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-3")
+    lifecycle.finish_script(again.pk, "worker-3", SCRIPT)
+    assert reload(project).status == Status.DRAFT
+
+
+def test_a_cancel_turns_auto_render_off(alice: Any) -> None:
+    fields = {"title": "Trains", "brief": "Night trains across Europe.", "aspect_ratio": "16:9"}
+    project = lifecycle.cancel(lifecycle.start_video(alice, fields))
+    assert (project.status, project.auto_render) == (Status.DRAFT, False)
+
+
 def test_the_render_job_ends_completed(scripted_project: Any) -> None:
     project = lifecycle.start_job(scripted_project, Step.RENDER)
     lifecycle.claim(project.pk, Step.RENDER, "worker-1")

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from projects import openai_api
 from projects.views import CreatorPage
 
 
@@ -32,6 +33,9 @@ urlpatterns = [
     path("api/video-creation/", include("projects.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("v1/models", openai_api.models, name="openai-models"),
+    path("v1/models/<str:model_id>", openai_api.model, name="openai-model"),
+    path("v1/chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
 ]
 
 handler404 = "projects.api.errors.not_found"

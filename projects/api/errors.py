@@ -1,4 +1,7 @@
-"""Every error body is `{"detail": <a sentence>, "code": <a word>}` (+ `fields`, + `status`)."""
+"""Every error body is `{"detail": <a sentence>, "code": <a word>}` (+ `fields`, + `status`).
+
+Under `/v1/` (the OpenAI-compatible endpoint) errors take OpenAI's shape instead.
+"""
 
 from __future__ import annotations
 
@@ -61,8 +64,17 @@ def json_error(status: int, detail: str, code: str) -> JsonResponse:
     return JsonResponse({"detail": detail, "code": code}, status=status)
 
 
+def _openai_error(status: int, message: str, type: str, code: str) -> JsonResponse:
+    error = {"message": message, "type": type, "param": None, "code": code}
+    return JsonResponse({"error": error}, status=status)
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:
-    if request.path.startswith(("/api/", "/v1/")):
+    if request.path.startswith("/v1/"):
+        return _openai_error(
+            404, "There is nothing at this address.", "invalid_request_error", "not_found"
+        )
+    if request.path.startswith("/api/"):
         return json_error(404, "There is nothing at this address.", "not_found")
     from django.views.defaults import page_not_found
 
@@ -70,7 +82,14 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:
 
 
 def server_error(request: HttpRequest) -> Any:
-    if request.path.startswith(("/api/", "/v1/")):
+    if request.path.startswith("/v1/"):
+        return _openai_error(
+            500,
+            "Something went wrong on our side; please try again.",
+            "server_error",
+            "server_error",
+        )
+    if request.path.startswith("/api/"):
         return json_error(
             500, "Something went wrong on our side; please try again.", "server_error"
         )
