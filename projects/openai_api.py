@@ -315,7 +315,7 @@ class Reply:
         self.site = site
         self.id = f"chatcmpl-{project.pk.hex}"
         self.created = int(time.time())
-        self.percent = -1
+        self.fraction = -1.0
         self.outcome = Outcome()
 
     async def whole(self) -> HttpResponse:
@@ -335,12 +335,13 @@ class Reply:
         await bus.client_opened(client)
         try:
             yield self._chunk({"role": "assistant", "content": ""})
-            async for percent, stage in self._progress():
-                if percent is None:
+            async for fraction, stage in self._progress():
+                if fraction is None:
                     yield ": keep-alive\n\n"
                     continue
+                percent = math.floor(fraction * 100)
                 line = f"**Video Generation Progress**: {percent}% ({stage})\n"
-                yield self._chunk({"reasoning_content": line, "progress": percent / 100})
+                yield self._chunk({"reasoning_content": line, "progress": fraction})
             outcome = self.outcome
             if outcome.error is not None:
                 yield _data(outcome.error.body)
@@ -354,16 +355,15 @@ class Reply:
         finally:
             await bus.client_closed(client)
 
-    async def _progress(self) -> AsyncIterator[tuple[int | None, str]]:
-        """Each rise of the overall percent with its stage; (None, "") while nothing happens."""
+    async def _progress(self) -> AsyncIterator[tuple[float | None, str]]:
+        """Each rise of the overall progress with its stage; (None, "") while nothing happens."""
         project = self.project
         state = project.to_status_dict()
         bus = get_bus()
         feed = await bus.feed(project.pk, project.version, in_request=True)
         try:
             while True:
-                rise = self._rise(state)
-                if rise is not None:
+                if (rise := self._rise(state)) is not None:
                     yield rise
                 ended = await self._ended(state)
                 if ended is not None:
@@ -375,8 +375,7 @@ class Reply:
                 for event in batch:
                     if event["kind"] in ("status", "progress"):
                         state = state | event["payload"]
-                        rise = self._rise(state)
-                        if rise is not None:
+                        if (rise := self._rise(state)) is not None:
                             yield rise
         except BusClosed:
             self.outcome = Outcome(
@@ -391,12 +390,12 @@ class Reply:
         finally:
             bus.unsubscribe(feed.subscription)
 
-    def _rise(self, state: dict[str, Any]) -> tuple[int, str] | None:
-        percent, stage = overall_progress(state)
-        if percent is None or percent <= self.percent:
+    def _rise(self, state: dict[str, Any]) -> tuple[float, str] | None:
+        fraction, stage = overall_progress(state)
+        if fraction is None or fraction <= self.fraction:
             return None
-        self.percent = percent
-        return percent, stage
+        self.fraction = fraction
+        return fraction, stage
 
     async def _ended(self, state: dict[str, Any]) -> Outcome | None:
         status = state["status"]
@@ -453,16 +452,18 @@ def _data(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
 
 
-def overall_progress(state: dict[str, Any]) -> tuple[int | None, str]:
-    """One bar across both jobs: the script's share, then the render's, as a percent."""
-    status, percent = state["status"], state["progress"]
-    script_share = round(SCRIPT_SHARE * 100)
+def overall_progress(state: dict[str, Any]) -> tuple[float | None, str]:
+    """One bar across both jobs, 0 to 1: the script's share, then the render's.
+
+    Every change of the job's own percent moves it, so each one is a chunk.
+    """
+    status, percent = state["status"], state["progress"] / 100
     if status == Status.GENERATING_SCRIPT:
-        return math.floor(SCRIPT_SHARE * percent), "writing the script"
+        return round(SCRIPT_SHARE * percent, 4), "writing the script"
     if status == Status.DRAFT:
-        return (script_share, "script written") if state.get("scriptData") else (None, "")
+        return (SCRIPT_SHARE, "script written") if state.get("scriptData") else (None, "")
     if status == Status.RENDERING:
-        return script_share + math.floor((1 - SCRIPT_SHARE) * percent), "rendering"
+        return round(SCRIPT_SHARE + (1 - SCRIPT_SHARE) * percent, 4), "rendering"
     if status == Status.COMPLETED:
-        return 100, "done"
+        return 1.0, "done"
     return None, ""

@@ -8,6 +8,7 @@ in order, ending in the video's URL.
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import threading
@@ -66,10 +67,10 @@ def _download(server: AsgiServer, user: User, url: str, to: Path) -> Path:
     return to
 
 
-def _rises(project: VideoProject) -> list[int]:
-    """The overall percents an OpenAI client must see, read from the project's own log."""
+def _rises(project: VideoProject) -> list[float]:
+    """The progress values an OpenAI client must see, read from the project's own log."""
     state: dict[str, Any] = {}
-    seen: list[int] = []
+    seen: list[float] = []
     for event in project.events.order_by("seq"):
         if event.kind in ("status", "progress"):
             state |= event.payload
@@ -101,11 +102,11 @@ def test_the_openai_client_streams_a_whole_video_with_rising_progress(
     assert values[0] == 0 and values[-1] == 1
     assert all(a < b for a, b in pairwise(values)), values
     # Every rise the project's log holds reached the client, none made up.
-    assert [round(value * 100) for value in values] == _rises(project)
+    assert values == _rises(project)
     assert len(values) >= 6, values
     for delta, value in zip(progress, values, strict=True):
         stage = delta.model_extra["reasoning_content"]
-        assert stage.startswith(f"**Video Generation Progress**: {round(value * 100)}% (")
+        assert stage.startswith(f"**Video Generation Progress**: {math.floor(value * 100)}% (")
         assert stage.endswith(")\n")
     stages = {delta.model_extra["reasoning_content"].split("(")[1] for delta in progress}
     assert {"writing the script)\n", "rendering)\n", "done)\n"} <= stages
