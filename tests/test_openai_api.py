@@ -187,6 +187,11 @@ def test_a_cancel_from_the_creator_page_ends_the_stream(
     reader.start()
     project = wait_for(lambda: VideoProject.objects.first(), "the project to exist")
     wait_for(lambda: len(seen) > 3, "some progress chunks")
+    staff = User.objects.create_user("sam", is_staff=True)
+    active = api_client_for(staff).get("/api/video-creation/active").json()
+    assert active["byProject"] == [
+        {"project": str(project.pk), "sse": 0, "websocket": 0, "openai": 1}
+    ]
     lifecycle.cancel(project)
     reader.join(timeout=30)
     assert not reader.is_alive(), "the stream did not end after the cancel"

@@ -326,8 +326,10 @@ def test_staff_see_every_connected_stream_by_user_and_by_project(
         next(item for item in stream if isinstance(item, Event))
         active = httpx.get(active_url, headers=_headers(staff)).json()
         assert active["total"] == 1
-        assert active["byUser"] == [{"user": "alice", "sse": 1, "websocket": 0}]
-        assert active["byProject"] == [{"project": str(project.pk), "sse": 1, "websocket": 0}]
+        assert active["byUser"] == [{"user": "alice", "sse": 1, "websocket": 0, "openai": 0}]
+        assert active["byProject"] == [
+            {"project": str(project.pk), "sse": 1, "websocket": 0, "openai": 0}
+        ]
 
     wait_for(
         lambda: httpx.get(active_url, headers=_headers(staff)).json()["total"] == 0,

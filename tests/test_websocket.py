@@ -296,5 +296,7 @@ def test_staff_see_sockets_by_the_projects_they_follow(
         socket.send(json.dumps({"action": "subscribe", "task_id": str(project.pk)}))
         _receive(socket)
         active = httpx.get(active_url, headers=_token(staff)).json()
-    assert active["byUser"] == [{"user": "alice", "sse": 0, "websocket": 1}]
-    assert active["byProject"] == [{"project": str(project.pk), "sse": 0, "websocket": 1}]
+    assert active["byUser"] == [{"user": "alice", "sse": 0, "websocket": 1, "openai": 0}]
+    assert active["byProject"] == [
+        {"project": str(project.pk), "sse": 0, "websocket": 1, "openai": 0}
+    ]
