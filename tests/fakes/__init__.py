@@ -1,0 +1,1 @@
+"""Local HTTP servers that speak remote providers' real wire formats, for tests."""
