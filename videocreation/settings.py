@@ -213,9 +213,14 @@ REMOTE_VIDEO_MODEL = env_str("REMOTE_VIDEO_MODEL", "sora-2")
 REMOTE_VIDEO_POLL_SECONDS = env_float("REMOTE_VIDEO_POLL_SECONDS", 2.0, minimum=0.01)
 REMOTE_VIDEO_TIMEOUT_SECONDS = env_float("REMOTE_VIDEO_TIMEOUT_SECONDS", 30.0, minimum=1.0)
 REMOTE_VIDEO_MAX_RETRIES = env_int("REMOTE_VIDEO_MAX_RETRIES", 5, minimum=0)
+# The first retry of a failed request waits this long; each next one twice as long.
+REMOTE_VIDEO_RETRY_BACKOFF_SECONDS = env_float("REMOTE_VIDEO_RETRY_BACKOFF_SECONDS", 1.0)
 
-# The `command` render engine: a team's own pipeline script, run once per scene.
+# The `command` render engine: a team's own pipeline script, run once per scene
+# (split like a shell would, but run without one). On a stop its process group
+# gets SIGTERM, then SIGKILL after the grace, so a script can tidy up first.
 RENDER_COMMAND = env_str("RENDER_COMMAND", "")
+RENDER_COMMAND_STOP_GRACE_SECONDS = env_float("RENDER_COMMAND_STOP_GRACE_SECONDS", 3.0)
 
 # Events of projects idle this long are pruned by a daily django-q2 schedule.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
