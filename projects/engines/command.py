@@ -1,0 +1,474 @@
+"""The command engine: a team's own pipeline script renders each scene.
+
+`RENDER_COMMAND` runs once per scene as a child process in its own process
+group. It learns what to render from `VIDEOCREATION_*` environment variables
+(the scene as a JSON file, where to write the clip, a checkpoint file and a
+work folder that both survive retries) and reports as it goes: every line it
+prints, on stdout or stderr, is read as it comes, `PROGRESS <stage> <current>/<total>` and
+`{"progress": 0.42, "message": "…"}` lines move the bar, the others go to the
+job's log, and the checkpoint file's `completed_steps` move it too.
+
+Exit 0 with a playable H.264 clip is success; exit 75 (EX_TEMPFAIL) asks for
+another attempt; any other exit fails the job with the script's last lines.
+A stop (cancel, lost lease, time limit, any error of ours) ends the whole
+group: SIGTERM, a grace of `RENDER_COMMAND_STOP_GRACE_SECONDS`, then SIGKILL.
+The script job's stages stay the local engine's, as does `compose`, which
+joins the clips without re-encoding them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from projects.engines.base import (
+    EngineError,
+    ProjectSpec,
+    Scene,
+    StageProgress,
+    TransientEngineError,
+)
+from projects.engines.drawing import RENDER_FPS
+from projects.engines.ffmpeg import POLL_SECONDS, ffmpeg_exe
+from projects.engines.local import LocalEngine, check_scene, check_spec
+
+# sysexits.h's "temporary failure; user is invited to retry".
+EXIT_TRY_AGAIN = 75
+TAIL_LINES = 10
+# A script that prints without newlines still gets its output logged, in pieces.
+MAX_LINE_BYTES = 64 * 1024
+# The child exited but something it started still holds its pipes open.
+DRAIN_SECONDS = 1.0
+# The product's own secrets; the rest of the worker's environment is the script's.
+PRIVATE_ENV = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SCRIPT_LLM_API_KEY",
+    "REMOTE_VIDEO_API_KEY",
+)
+_PROGRESS_LINE = re.compile(
+    r"^PROGRESS\s+(?:(?P<stage>.+?)\s+)?(?P<current>\d+)\s*/\s*(?P<total>\d+)\s*$"
+)
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class ScenePaths:
+    """Where one scene's run keeps its files, all beside the clip it makes."""
+
+    clip: Path
+    checkpoint: Path
+    workdir: Path
+    scene_file: Path
+
+    @classmethod
+    def beside(cls, clip_path: Path) -> ScenePaths:
+        workdir = clip_path.with_suffix(".work")
+        return cls(
+            clip=clip_path,
+            checkpoint=clip_path.with_suffix(".checkpoint.json"),
+            workdir=workdir,
+            scene_file=workdir / "scene.json",
+        )
+
+
+class CommandEngine(LocalEngine):
+    name = "command"
+
+    def render_scene(
+        self, spec: ProjectSpec, scene: Scene, clip_path: Path, progress: StageProgress
+    ) -> None:
+        check_spec(spec)
+        check_scene(scene)
+        command = command_from_settings()
+        paths = ScenePaths.beside(clip_path)
+        label = f"Scene {scene.index + 1}"
+        paths.workdir.mkdir(parents=True, exist_ok=True)
+        # The program's name only: a command line may carry a token.
+        progress.log(f"{label}: running the render command ({Path(command[0]).name})")
+        with _clip_output(clip_path) as output:
+            paths.scene_file.write_text(json.dumps(scene_document(spec, scene, paths, output)))
+            env = environment(spec, scene, paths, output)
+            bar = _Bar(progress, paths.checkpoint, label)
+            status, tail = _run(command, env, bar, progress, label)
+            _check_exit(status, tail, output, label)
+            _check_clip(output, spec, label)
+        # The clip is the checkpoint from now on; the script's own is spent.
+        paths.checkpoint.unlink(missing_ok=True)
+        shutil.rmtree(paths.workdir, ignore_errors=True)
+        progress.update(1.0)
+        progress.log(f"{label} rendered by the command: {clip_path.stat().st_size // 1024} KB")
+
+
+def command_from_settings() -> list[str]:
+    raw = settings.RENDER_COMMAND
+    try:
+        command = shlex.split(raw)
+    except ValueError as error:
+        raise EngineError(f"RENDER_COMMAND cannot be read ({error}): {raw!r}") from error
+    if not command:
+        raise EngineError(
+            "RENDER_COMMAND is not set: the command render engine needs the command to run."
+        )
+    return command
+
+
+def scene_document(
+    spec: ProjectSpec, scene: Scene, paths: ScenePaths, output: Path
+) -> dict[str, Any]:
+    """What `VIDEOCREATION_SCENE` points at: everything the script needs in one file."""
+    width, height = spec.size
+    return {
+        "project": asdict(spec),
+        "scene": scene.to_dict(),
+        "video": {
+            "width": width,
+            "height": height,
+            "fps": RENDER_FPS,
+            "seconds": scene.seconds,
+            "codec": "h264",
+            "pixel_format": "yuv420p",
+        },
+        "output": str(output),
+        "checkpoint": str(paths.checkpoint),
+        "workdir": str(paths.workdir),
+    }
+
+
+def environment(spec: ProjectSpec, scene: Scene, paths: ScenePaths, output: Path) -> dict[str, str]:
+    width, height = spec.size
+    inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
+    return inherited | {
+        "VIDEOCREATION_SCENE": str(paths.scene_file),
+        "VIDEOCREATION_OUTPUT": str(output),
+        "VIDEOCREATION_CHECKPOINT": str(paths.checkpoint),
+        "VIDEOCREATION_WORKDIR": str(paths.workdir),
+        "VIDEOCREATION_PROJECT_ID": spec.project_id,
+        "VIDEOCREATION_SCENE_INDEX": str(scene.index),
+        "VIDEOCREATION_SCENE_COUNT": str(spec.scene_count),
+        "VIDEOCREATION_WIDTH": str(width),
+        "VIDEOCREATION_HEIGHT": str(height),
+        "VIDEOCREATION_FPS": str(RENDER_FPS),
+        "VIDEOCREATION_SECONDS": f"{scene.seconds:g}",
+        "VIDEOCREATION_FFMPEG": ffmpeg_exe(),
+        # Python scripts would otherwise hold their prints until they exit.
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@contextlib.contextmanager
+def _clip_output(clip_path: Path) -> Iterator[Path]:
+    """A path beside the clip, moved into place only if the block succeeds.
+
+    Unlike the local engine's `_atomic_output`, the file is not created ahead
+    (so "the script wrote nothing" is plain to see) and it ends in `.mp4`
+    (so a script may hand it to ffmpeg, which picks the format by extension).
+    """
+    partial = clip_path.with_name(f".{clip_path.stem}-{uuid.uuid4().hex[:8]}.part.mp4")
+    try:
+        yield partial
+        os.replace(partial, clip_path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+# --- Running the command ---------------------------------------------------------
+
+
+def _run(
+    command: list[str], env: dict[str, str], bar: _Bar, progress: StageProgress, label: str
+) -> tuple[int, list[str]]:
+    """Run the command to its end, reporting as it goes; its exit status and last lines."""
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            # One pipe for both keeps the lines in the order the script wrote
+            # them, so the last lines of a failure are the last it wrote.
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise EngineError(f"{label}: the render command could not be started: {error}") from error
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    try:
+        bar.start()
+        _follow(proc, bar, progress, tail)
+        status = _wait(proc, progress)
+    except BaseException:
+        _stop_group(proc)
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+    # Anything the script left running in its group goes with it.
+    _stop_group(proc)
+    return status, list(tail)
+
+
+def _follow(
+    proc: subprocess.Popen[bytes], bar: _Bar, progress: StageProgress, tail: deque[str]
+) -> None:
+    """Read the output as it comes until the pipe closes (or the child is long gone)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    lines = _Lines()
+    exited_at: float | None = None
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while lines.open:
+            progress.check()
+            bar.refresh()
+            if selector.select(POLL_SECONDS):
+                for line in lines.read(fd):
+                    _take_line(line, bar, progress, tail)
+            if proc.poll() is not None:
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > DRAIN_SECONDS:
+                    return
+
+
+class _Lines:
+    """Whole lines out of a pipe read in chunks; a last line without a newline counts too."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.open = True
+
+    def read(self, fd: int) -> list[str]:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            self.open = False
+            return _decode([self.pending])
+        *lines, self.pending = _LINE_BREAK.split(self.pending + chunk)
+        if len(self.pending) > MAX_LINE_BYTES:
+            lines.append(self.pending)
+            self.pending = b""
+        return _decode(lines)
+
+
+def _decode(lines: list[bytes]) -> list[str]:
+    decoded = (line.decode("utf-8", "replace").rstrip() for line in lines)
+    return [line for line in decoded if line]
+
+
+def _take_line(line: str, bar: _Bar, progress: StageProgress, tail: deque[str]) -> None:
+    # Progress lines move the bar and its message; logging them too would bury
+    # the script's real output under one line per frame.
+    if bar.read_line(line):
+        return
+    progress.log(line)
+    tail.append(line[:300])
+
+
+def _wait(proc: subprocess.Popen[bytes], progress: StageProgress) -> int:
+    # The pipes are closed, yet the child may still be working; keep checking.
+    while True:
+        progress.check()
+        try:
+            return proc.wait(timeout=POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's whole process group, a grace to tidy up, then SIGKILL; reap it."""
+    # start_new_session made the child a group leader: its pgid is its pid,
+    # and the group outlives it while anything it started is still running.
+    pgid = proc.pid
+    if _signal_group(pgid, signal.SIGTERM):
+        deadline = time.monotonic() + settings.RENDER_COMMAND_STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _signal_group(pgid, 0):
+                break
+            time.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send `signum` to the group; False if nothing is left in it."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- Reading its progress --------------------------------------------------------
+
+
+class _Bar:
+    """The scene's share of the bar, from the command's lines and its checkpoint file.
+
+    A `PROGRESS` line counts within the step it names: when the checkpoint
+    says how many steps there are, the bar is (steps done + current/total) /
+    total_steps. A JSON line's `progress` is the scene's share as it stands.
+    The bar never moves back within the scene.
+    """
+
+    def __init__(self, progress: StageProgress, checkpoint: Path, label: str) -> None:
+        self.progress = progress
+        self.checkpoint = checkpoint
+        self.label = label
+        self.best = 0.0
+        self.completed: list[str] = []
+        self.total_steps: int | None = None
+        self.seen: tuple[int, int] | None = None
+        self.started = False
+
+    def start(self) -> None:
+        """Read what a previous attempt left in the checkpoint, before the command runs."""
+        self.refresh()
+        self.started = True
+
+    def read_line(self, line: str) -> bool:
+        """Report `line` if it is a progress line; False if it is not one."""
+        self.refresh()
+        match = _PROGRESS_LINE.match(line)
+        if match:
+            return self._step_line(match)
+        if line.startswith("{"):
+            return self._json_line(line)
+        return False
+
+    def refresh(self) -> None:
+        """Re-read the checkpoint file if it changed since the last look."""
+        try:
+            stat = self.checkpoint.stat()
+        except FileNotFoundError:
+            return
+        signature = (stat.st_mtime_ns, stat.st_size)
+        if signature == self.seen:
+            return
+        try:
+            state = json.loads(self.checkpoint.read_text())
+            steps = [str(step) for step in state["completed_steps"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # half written, most likely: look again next time
+        self.seen = signature
+        total = state.get("total_steps")
+        if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+            self.total_steps = total
+        self._steps_done(steps)
+
+    def _steps_done(self, steps: list[str]) -> None:
+        new = [step for step in steps if step not in self.completed]
+        if not new:
+            return
+        self.completed = steps
+        of_total = f" of {self.total_steps}" if self.total_steps else ""
+        if self.started:
+            self.progress.log(f"Step done: {', '.join(new)} ({len(steps)}{of_total})")
+        else:
+            self.progress.log(f"The checkpoint of an earlier try has {', '.join(new)} done")
+        fraction = len(steps) / self.total_steps if self.total_steps else self.best
+        self._report(fraction, f"{new[-1]} done ({len(steps)}{of_total} steps)")
+
+    def _step_line(self, match: re.Match[str]) -> bool:
+        current, total = int(match["current"]), int(match["total"])
+        if total == 0:
+            return False
+        stage = match["stage"] or ""
+        message = f"{stage} {current}/{total}".strip()
+        fraction = current / total
+        if self.total_steps:
+            done = len(self.completed)
+            # The step's last line may be read after the checkpoint that ends it.
+            share = 0.0 if stage in self.completed else fraction
+            fraction = (done + share) / self.total_steps
+        self._report(fraction, message)
+        return True
+
+    def _json_line(self, line: str) -> bool:
+        try:
+            report = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(report, dict):
+            return False
+        fraction = report.get("progress")
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            return False
+        message = report.get("message")
+        self._report(float(fraction), str(message) if message is not None else None)
+        return True
+
+    def _report(self, fraction: float, message: str | None) -> None:
+        self.best = max(self.best, min(max(fraction, 0.0), 1.0))
+        # The message stands in for the stage's "Rendering scene 2 of 4": keep the scene.
+        self.progress.update(self.best, f"{self.label}: {message}" if message else None)
+
+
+# --- Checking what it made -------------------------------------------------------
+
+
+def _check_exit(status: int, tail: list[str], output: Path, label: str) -> None:
+    said = _said(tail)
+    if status == EXIT_TRY_AGAIN:
+        raise TransientEngineError(
+            f"{label}: the render command asked to be run again (exit code 75). {said}"
+        )
+    if status < 0:
+        name = signal.Signals(-status).name if -status in signal.valid_signals() else "a signal"
+        raise EngineError(f"{label}: the render command was killed by {name}. {said}")
+    if status != 0:
+        raise EngineError(f"{label}: the render command failed with exit code {status}. {said}")
+    if not output.is_file() or output.stat().st_size == 0:
+        raise EngineError(
+            f"{label}: the render command exited 0 but wrote no clip to VIDEOCREATION_OUTPUT. "
+            f"{said}"
+        )
+
+
+def _said(tail: list[str]) -> str:
+    if not tail:
+        return "It printed nothing."
+    return "Its last lines:\n" + "\n".join(tail)
+
+
+def _check_clip(path: Path, spec: ProjectSpec, label: str) -> None:
+    """The clips are joined without re-encoding, so each must be H.264 yuv420p at the size."""
+    try:
+        result = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise EngineError(f"{label}: the clip the command wrote could not be read") from error
+    stream = re.search(r"Video: (\w+)[^,]*, (\w+)[^,]*(?:\([^)]*\))?, (\d+)x(\d+)", result.stderr)
+    if not stream or "Duration: " not in result.stderr:
+        raise EngineError(f"{label}: the file the command wrote is not a video ffmpeg can play.")
+    codec, pixel_format, width, height = stream.groups()
+    wanted = ("h264", "yuv420p", *spec.size)
+    if (codec, pixel_format, int(width), int(height)) != wanted:
+        raise EngineError(
+            f"{label}: the command wrote a {codec} {pixel_format} video at {width}x{height}; "
+            f"it must be h264 yuv420p at {spec.size[0]}x{spec.size[1]}."
+        )
