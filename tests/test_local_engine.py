@@ -177,6 +177,18 @@ def test_a_frame_is_a_pure_function_of_its_arguments() -> None:
     assert draw_frame(SPEC, scene(), 30, (1280, 720)).size == (1280, 720)
 
 
+def test_the_first_frames_of_a_long_video_draw_a_bar_too_thin_to_see(tmp_path: Path) -> None:
+    # 12 scenes of 10 s: a frame's share of the whole bar is well under a pixel at first.
+    long = replace(SPEC, scene_count=12, seconds_per_scene=10)
+    first = Scene(index=0, narration="Sleepers leave Vienna.", visual="Dusk", seconds=10)
+
+    frames = [draw_frame(long, first, index, (640, 360), 24) for index in range(3)]
+    LocalEngine().write_scene(long, first, tmp_path / "preview.webp", Recorder())
+
+    assert all(frame.size == (640, 360) for frame in frames)
+    assert (tmp_path / "preview.webp").stat().st_size > 0
+
+
 def test_write_scene_writes_an_animated_webp_preview(tmp_path: Path) -> None:
     preview = tmp_path / "scene-0.webp"
     progress = Recorder()

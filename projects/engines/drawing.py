@@ -144,11 +144,11 @@ def draw_frame(
         _paste(frame, (image, mask, (x, y + round((1 - alpha) * look.rise))), alpha)
     _paste(frame, look.caption, 1.0)
     done = min((scene.index + share) / look.scene_total, 1.0)
-    if done > 0:
+    # Early in a long video the bar is narrower than a pixel: nothing to draw yet.
+    bar_right = round(size[0] * done) - 1
+    if bar_right >= 0:
         bar_top = size[1] - look.bar_height
-        ImageDraw.Draw(frame).rectangle(
-            (0, bar_top, round(size[0] * done) - 1, size[1] - 1), fill=look.accent
-        )
+        ImageDraw.Draw(frame).rectangle((0, bar_top, bar_right, size[1] - 1), fill=look.accent)
     return frame
 
 
