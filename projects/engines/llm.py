@@ -120,9 +120,9 @@ class LlmScriptEngine(LocalEngine):
     def write_scene(
         self, spec: ProjectSpec, scene: Scene, preview_path: Path, progress: StageProgress
     ) -> Scene:
-        # The local engine tidies its own sentences (capital, full stop) as it draws
-        # the preview; the model's words are kept exactly as it wrote them.
-        super().write_scene(spec, scene, preview_path, progress)
+        # The local engine tidies its own sentences (capital, full stop); the
+        # model's words are kept, and previewed, exactly as it wrote them.
+        self.draw_preview(spec, scene, preview_path, progress)
         return scene
 
     def _ask(

@@ -50,13 +50,18 @@ class LocalEngine:
         progress.log(f"Outlined {count} scenes from a {len(spec.brief)}-character brief")
         return scenes
 
-        return scenes
-
     def write_scene(
         self, spec: ProjectSpec, scene: Scene, preview_path: Path, progress: StageProgress
     ) -> Scene:
-        check_spec(spec)
         scene = tidy_scene(scene)
+        self.draw_preview(spec, scene, preview_path, progress)
+        return scene
+
+    def draw_preview(
+        self, spec: ProjectSpec, scene: Scene, preview_path: Path, progress: StageProgress
+    ) -> None:
+        """The scene's animated preview (WebP), moving exactly as its render will."""
+        check_spec(spec)
         check_scene(scene)
         size = preview_size(spec.size)
         count = frame_count(scene.seconds, PREVIEW_FPS)
@@ -76,7 +81,6 @@ class LocalEngine:
                 quality=75,
             )
         progress.update(1.0)
-        return scene
 
     def render_scene(
         self, spec: ProjectSpec, scene: Scene, clip_path: Path, progress: StageProgress
