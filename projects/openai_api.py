@@ -254,7 +254,7 @@ def _brief_of(messages: list[dict[str, Any]]) -> str:
 
 def _title_of(brief: str, limit: int = 80) -> str:
     """The brief's first sentence, cut at a word if it is long."""
-    first = brief.splitlines()[0].split(". ")[0].strip().rstrip(".")
+    first = brief.splitlines()[0].split(". ")[0].strip().rstrip(".") or brief
     if len(first) <= limit:
         return first
     return first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"

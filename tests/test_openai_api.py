@@ -24,7 +24,7 @@ from rest_framework.authtoken.models import Token
 
 from projects import lifecycle
 from projects.models import Status, VideoProject
-from projects.openai_api import overall_progress
+from projects.openai_api import overall_progress, read_order
 from tests.conftest import AsgiServer, api_client_for
 from tests.media import probe
 from tests.waiting import wait_for
@@ -231,6 +231,22 @@ def test_models_lists_one_model_per_aspect_ratio(alice: User, asgi_server: AsgiS
     assert client.models.retrieve("videocreation-1x1").owned_by == "videocreation"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
+
+
+@pytest.mark.parametrize(
+    ("brief", "title"),
+    [
+        (BRIEF, "Night trains crossing Europe"),
+        (". . . and then the sea, at last", ". . . and then the sea, at last"),
+        ("word " * 40, "word " * 15 + "word…"),
+    ],
+)
+def test_the_title_is_the_briefs_first_sentence(brief: str, title: str) -> None:
+    order = read_order(
+        {"model": "videocreation-1x1", "messages": [{"role": "user", "content": brief}]}
+    )
+    assert order.brief_fields["title"] == title
+    assert order.brief_fields["aspect_ratio"] == "1:1"
 
 
 def test_bad_requests_get_openai_errors_and_change_nothing(
