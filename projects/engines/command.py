@@ -45,7 +45,7 @@ from projects.engines.base import (
     TransientEngineError,
 )
 from projects.engines.drawing import RENDER_FPS
-from projects.engines.ffmpeg import POLL_SECONDS, ffmpeg_exe
+from projects.engines.ffmpeg import POLL_SECONDS, ffmpeg_exe, probe_clip
 from projects.engines.local import LocalEngine, check_scene, check_spec
 
 # sysexits.h's "temporary failure; user is invited to retry".
@@ -452,23 +452,11 @@ def _said(tail: list[str]) -> str:
 
 def _check_clip(path: Path, spec: ProjectSpec, label: str) -> None:
     """The clips are joined without re-encoding, so each must be H.264 yuv420p at the size."""
-    try:
-        result = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise EngineError(f"{label}: the clip the command wrote could not be read") from error
-    stream = re.search(r"Video: (\w+)[^,]*, (\w+)[^,]*(?:\([^)]*\))?, (\d+)x(\d+)", result.stderr)
-    if not stream or "Duration: " not in result.stderr:
+    clip = probe_clip(path)
+    if clip is None or clip.seconds is None:
         raise EngineError(f"{label}: the file the command wrote is not a video ffmpeg can play.")
-    codec, pixel_format, width, height = stream.groups()
-    wanted = ("h264", "yuv420p", *spec.size)
-    if (codec, pixel_format, int(width), int(height)) != wanted:
+    if (clip.codec, clip.pixel_format, clip.size) != ("h264", "yuv420p", spec.size):
         raise EngineError(
-            f"{label}: the command wrote a {codec} {pixel_format} video at {width}x{height}; "
-            f"it must be h264 yuv420p at {spec.size[0]}x{spec.size[1]}."
+            f"{label}: the command wrote a {clip.codec} {clip.pixel_format} video at "
+            f"{clip.width}x{clip.height}; it must be h264 yuv420p at {spec.size[0]}x{spec.size[1]}."
         )

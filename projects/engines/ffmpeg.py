@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import signal
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, BinaryIO
 
 import imageio_ffmpeg
@@ -35,6 +38,58 @@ _OUT_TIME_KEYS = ("out_time_us", "out_time_ms")  # both are microseconds in ffmp
 
 def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What ffmpeg reads in a file's header (and, if asked, whether its first frame decodes)."""
+
+    codec: str
+    pixel_format: str
+    width: int
+    height: int
+    seconds: float | None
+    decodes: bool
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+_VIDEO_STREAM = re.compile(r"Video: (\w+)[^,]*, (\w+)[^,]*(?:\([^)]*\))?, (\d+)x(\d+)")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+def probe_clip(path: Path, *, decode_first_frame: bool = False) -> Clip | None:
+    """The file's first video stream as ffmpeg reads it, or None if it has none ffmpeg can read.
+
+    With `decode_first_frame`, ffmpeg also decodes one frame: a file cut short
+    can have a whole header and still not play.
+    """
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    if decode_first_frame:
+        args += ["-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"]
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    stream = _VIDEO_STREAM.search(result.stderr)
+    if not stream:
+        return None
+    codec, pixel_format, width, height = stream.groups()
+    duration = _DURATION.search(result.stderr)
+    seconds = None
+    if duration:
+        hours, minutes, rest = duration.groups()
+        seconds = int(hours) * 3600 + int(minutes) * 60 + float(rest)
+    return Clip(
+        codec=codec,
+        pixel_format=pixel_format,
+        width=int(width),
+        height=int(height),
+        seconds=seconds,
+        decodes=decode_first_frame and result.returncode == 0,
+    )
 
 
 def run_ffmpeg(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from projects.engines.base import (
     StageProgress,
 )
 from projects.engines.drawing import RENDER_FPS, draw_frame
-from projects.engines.ffmpeg import ffmpeg_exe, run_ffmpeg
+from projects.engines.ffmpeg import probe_clip, run_ffmpeg
 from projects.engines.writing import outline_scenes, tidy_scene
 
 # The preview moves exactly as the render will, at a third of its size.
@@ -117,7 +115,7 @@ class LocalEngine:
         missing = [path.name for path in clip_paths if not path.is_file()]
         if missing:
             raise EngineError(f"Scene clips are missing: {', '.join(missing)}")
-        duration = sum(clip_duration(path) or spec.seconds_per_scene for path in clip_paths)
+        duration = sum(_seconds_of(path) or spec.seconds_per_scene for path in clip_paths)
         with tempfile.TemporaryDirectory(prefix="compose-") as workdir:
             list_file = Path(workdir) / "list.txt"
             list_file.write_text("".join(f"file {_concat_quote(p)}\n" for p in clip_paths))
@@ -165,20 +163,9 @@ def preview_size(size: tuple[int, int]) -> tuple[int, int]:
     return 2 * round(width * scale / 2), 2 * round(height * scale / 2)
 
 
-def clip_duration(path: Path) -> float | None:
-    """The duration ffmpeg reads from a file's header, or None if it cannot tell."""
-    result = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    match = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", result.stderr)
-    if not match:
-        return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+def _seconds_of(path: Path) -> float | None:
+    clip = probe_clip(path)
+    return clip.seconds if clip else None
 
 
 def _concat_quote(path: Path) -> str:

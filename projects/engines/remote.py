@@ -27,7 +27,6 @@ import email.utils
 import json
 import re
 import secrets
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from projects.engines.base import (
     StageProgress,
     TransientEngineError,
 )
-from projects.engines.ffmpeg import ffmpeg_exe
+from projects.engines.ffmpeg import probe_clip
 from projects.engines.local import LocalEngine, _atomic_output, check_scene, check_spec
 
 try:  # openai 3.x speaks through httpx2, 1.x and 2.x through httpx.
@@ -383,29 +382,17 @@ class _SceneRender:
 
     def _check_clip(self, partial: Path) -> None:
         """A clip must decode and have the asked-for size, or compose could not join it."""
-        result = subprocess.run(
-            [
-                *(ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(partial)),
-                *("-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        stream = re.search(r"Video: .*?, (\d+)x(\d+)", result.stderr)
-        duration = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", result.stderr)
-        if result.returncode != 0 or not stream or not duration:
+        clip = probe_clip(partial, decode_first_frame=True)
+        if clip is None or not clip.decodes or clip.seconds is None:
             # Most likely a download cut short: the checkpoint stays, a retry fetches it again.
             raise TransientEngineError(f"{self.label}: the provider's file is not a playable video")
-        size = f"{stream.group(1)}x{stream.group(2)}"
+        size = f"{clip.width}x{clip.height}"
         if size != self.size:
             self.checkpoint.drop()
             raise EngineError(
                 f"{self.label}: the provider sent a {size} video, not the {self.size} asked for"
             )
-        hours, minutes, seconds = duration.groups()
-        length = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        length = clip.seconds
         if abs(length - self.scene.seconds) > 0.5:
             self.progress.log(
                 f"{self.label}: the provider's clip lasts {length:.1f} s, "
