@@ -32,6 +32,7 @@ from projects.engines.base import (
     Scene,
     Script,
     TransientEngineError,
+    pause,
 )
 from projects.models import Step, VideoProject
 from projects.progress import JobCancelled, JobTimedOut, Reporter, Stage
@@ -163,11 +164,8 @@ def _back_off(
     )
     if not lifecycle.next_attempt(project.pk, lease_owner, attempt, reason):
         return False
-    resume_at = time.monotonic() + delay
     try:
-        while time.monotonic() < resume_at:
-            reporter.check()
-            time.sleep(min(0.25, max(resume_at - time.monotonic(), 0)))
+        pause(reporter, delay, every=0.25)
     except JobCancelled:
         return False
     reporter.new_attempt()

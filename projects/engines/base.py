@@ -8,6 +8,7 @@ through the `StageProgress` they are handed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,3 +134,14 @@ class Engine(Protocol):
         self, spec: ProjectSpec, clip_paths: list[Path], video_path: Path, progress: StageProgress
     ) -> None:
         """Join the clips, in order, into one MP4 a browser plays, at `video_path`."""
+
+
+def pause(progress: StageProgress, seconds: float, every: float = 0.1) -> None:
+    """Wait `seconds` in short slices, calling `progress.check()`: a stop ends the wait at once."""
+    until = time.monotonic() + seconds
+    while True:
+        progress.check()
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(every, left))

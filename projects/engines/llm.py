@@ -37,8 +37,10 @@ from projects.engines.base import (
     Scene,
     StageProgress,
     TransientEngineError,
+    pause,
 )
 from projects.engines.local import LocalEngine, check_spec
+from projects.engines.openai_errors import is_transient, provider_message, retry_after
 
 # How often the job's thread looks up from an idle stream to call progress.check().
 POLL_SECONDS = 0.25
@@ -442,19 +444,12 @@ def _use(answer: Answer, spec: ProjectSpec, progress: StageProgress) -> list[Sce
 # --- errors ---------------------------------------------------------------------
 
 
-def _provider_message(error: openai.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    return error.response.reason_phrase or "no message"
-
-
 def _status_error(error: openai.APIStatusError) -> EngineError:
     status = error.status_code
-    message = f"The LLM answered {status}: {_provider_message(error)}"
+    message = f"The LLM answered {status}: {provider_message(error)}"
     # An empty quota is a 429 too, but no retry will fill it.
     out_of_quota = isinstance(error.body, dict) and error.body.get("code") == "insufficient_quota"
-    if (status in (408, 409, 429) or status >= 500) and not out_of_quota:
+    if is_transient(status) and not out_of_quota:
         return TransientEngineError(message)
     hints = {
         401: "check SCRIPT_LLM_API_KEY",
@@ -481,15 +476,9 @@ def _transport_error(error: openai.APIError) -> EngineError:
 
 def _wait_retry_after(error: openai.APIStatusError, progress: StageProgress, start: float) -> None:
     """Wait out a rate limit's Retry-After (still cancellable) before the attempt fails."""
-    if error.status_code != 429:
+    seconds = retry_after(error.response.headers) if error.status_code == 429 else None
+    if seconds is None:
         return
-    try:
-        seconds = float(error.response.headers.get("retry-after", ""))
-    except ValueError:
-        return
-    seconds = min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    seconds = min(seconds, MAX_RETRY_AFTER_SECONDS)
     progress.update(start, f"Rate limited by the LLM; waiting {seconds:g} s")
-    resume_at = time.monotonic() + seconds
-    while time.monotonic() < resume_at:
-        progress.check()
-        time.sleep(min(POLL_SECONDS, max(resume_at - time.monotonic(), 0)))
+    pause(progress, seconds)

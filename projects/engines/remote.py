@@ -23,7 +23,6 @@ Three things make it safe to stop and start again at any point:
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import secrets
@@ -43,9 +42,11 @@ from projects.engines.base import (
     Scene,
     StageProgress,
     TransientEngineError,
+    pause,
 )
 from projects.engines.ffmpeg import probe_clip
 from projects.engines.local import LocalEngine, _atomic_output, check_scene, check_spec
+from projects.engines.openai_errors import is_transient, provider_message, retry_after
 
 try:  # openai 3.x speaks through httpx2, 1.x and 2.x through httpx.
     import httpx2 as _http
@@ -59,14 +60,10 @@ T = TypeVar("T")
 
 # The provider's own progress fills this share of the scene's bar; the download the rest.
 PROVIDER_SHARE = 0.9
-# How often a wait wakes up to call progress.check(): a cancel is seen within ~0.5 s.
-WAIT_SLICE_SECONDS = 0.1
 # A provider asking us to poll more often than this is not taken literally.
 MIN_POLL_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 60.0
 DOWNLOAD_CHUNK = 256 * 1024
-# The same statuses the openai client itself would retry: a timeout, a lock, a rate limit, a 5xx.
-TRANSIENT_STATUSES = frozenset({408, 409, 429})
 FAILED_STATUSES = frozenset({"failed", "cancelled", "expired"})
 
 
@@ -307,7 +304,7 @@ class _SceneRender:
                 self.checkpoint.drop()
                 raise EngineError(f"{self.label}: the provider could not render it: {_why(video)}")
             self._report(video)
-            self._wait(poll_after)
+            pause(self.progress, poll_after)
             video, poll_after = self._retrieve(video.id)
 
     def _report(self, video: Video) -> None:
@@ -326,16 +323,6 @@ class _SceneRender:
             seconds = self.config.poll_seconds
         return max(seconds, MIN_POLL_SECONDS)
 
-    def _wait(self, seconds: float) -> None:
-        """Sleep in short slices, so a cancel (JobStopped from check) ends the wait at once."""
-        until = time.monotonic() + seconds
-        while True:
-            self.progress.check()
-            left = until - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(WAIT_SLICE_SECONDS, left))
-
     # --- retries ------------------------------------------------------------------------
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
@@ -346,10 +333,10 @@ class _SceneRender:
             try:
                 return request()
             except openai.APIStatusError as error:
-                if not _is_transient(error.status_code):
+                if not is_transient(error.status_code):
                     raise self._refused(what, error) from error
-                reason = f"the provider answered {error.status_code}: {_message_of(error)}"
-                delay = _retry_after(error.response.headers)
+                reason = f"the provider answered {error.status_code}: {provider_message(error)}"
+                delay = retry_after(error.response.headers)
             except openai.APITimeoutError:
                 reason = f"the provider did not answer within {self.config.timeout_seconds:g} s"
                 delay = None
@@ -365,14 +352,14 @@ class _SceneRender:
                 f"{self.label}: could not {what}: {reason}; "
                 f"retry {retry + 1} of {retries} in {delay:.1f} s"
             )
-            self._wait(delay)
+            pause(self.progress, delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _backoff(self, retry: int) -> float:
         return min(self.config.backoff_seconds * 2**retry, MAX_BACKOFF_SECONDS)
 
     def _refused(self, what: str, error: openai.APIStatusError) -> ProviderRefused:
-        answer = f"{error.status_code} {_message_of(error)}"
+        answer = f"{error.status_code} {provider_message(error)}"
         message = f"{self.label}: the provider refused to {what}: {answer}"
         if error.status_code in (401, 403):
             message += " (check REMOTE_VIDEO_API_KEY)"
@@ -403,46 +390,11 @@ class _SceneRender:
 # --- reading the provider's answers ----------------------------------------------------------
 
 
-def _is_transient(status: int) -> bool:
-    return status in TRANSIENT_STATUSES or status >= 500
-
-
-def _message_of(error: openai.APIStatusError) -> str:
-    # The openai client hands over the inner `error` object of OpenAI's error shape.
-    body = error.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    text = error.response.text.strip() if error.response is not None else ""
-    return text[:300] or error.response.reason_phrase or "no message"
-
-
 def _why(video: Video) -> str:
     error = getattr(video, "error", None)
     message = getattr(error, "message", None) or f"its status is {video.status}"
     code = getattr(error, "code", None)
     return f"{message} ({code})" if code else message
-
-
-def _retry_after(headers: Any) -> float | None:
-    """How long the provider asks us to wait: `retry-after-ms`, or `Retry-After` (seconds, date)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            return max(float(raw_ms) / 1000, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _now() -> str:
