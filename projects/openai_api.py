@@ -32,7 +32,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
 from projects import lifecycle
-from projects.api.auth import token_key, user_for_token
+from projects.api.auth import token_user
 from projects.api.serializers import BriefSerializer
 from projects.bus import BusClosed, get_bus
 from projects.models import AspectRatio, LiveClient, Status, Transport, VideoProject
@@ -107,11 +107,11 @@ def _only(request: HttpRequest, method: str) -> None:
 @sync_to_async
 def _caller(request: HttpRequest) -> Any:
     try:
-        key = token_key(request.headers.get("Authorization", "").encode("latin-1"))
-        if key is not None:
-            return user_for_token(key)
+        user = token_user(request)
     except AuthenticationFailed as refused:
         raise OpenAIError(401, str(refused.detail), code="invalid_api_key") from None
+    if user is not None:
+        return user
     raise OpenAIError(
         401,
         "You didn't provide an API key. Send your API token as 'Authorization: Bearer <token>'.",
@@ -300,9 +300,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How the watched project ended: its video, or the error to answer with."""
+    """How the watched project ended: its video's URL, or the error to answer with."""
 
-    project: VideoProject | None = None
+    video_url: str | None = None
     error: OpenAIError | None = None
 
 
@@ -324,8 +324,8 @@ class Reply:
         outcome = self.outcome
         if outcome.error is not None:
             raise outcome.error
-        assert outcome.project is not None
-        message = {"role": "assistant", "content": self._link(outcome.project), "refusal": None}
+        assert outcome.video_url is not None
+        message = {"role": "assistant", "content": self._link(outcome.video_url), "refusal": None}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
         return JsonResponse(self._envelope("chat.completion", choice) | {"usage": _NO_TOKENS})
 
@@ -346,8 +346,8 @@ class Reply:
             if outcome.error is not None:
                 yield _data(outcome.error.body)
                 return
-            assert outcome.project is not None
-            yield self._chunk({"content": self._link(outcome.project)})
+            assert outcome.video_url is not None
+            yield self._chunk({"content": self._link(outcome.video_url)})
             yield self._chunk({}, finish_reason="stop")
             if self.order.include_usage:
                 yield _data(self._envelope("chat.completion.chunk", None) | {"usage": _NO_TOKENS})
@@ -400,7 +400,8 @@ class Reply:
     async def _ended(self, state: dict[str, Any]) -> Outcome | None:
         status = state["status"]
         if status == Status.COMPLETED:
-            return Outcome(project=await VideoProject.objects.aget(pk=self.project.pk))
+            # The COMPLETED status event carries the video's URL.
+            return Outcome(video_url=state["videoUrl"])
         if status == Status.FAILED:
             error = state.get("error") or {}
             code = error.get("code") or "job_failed"
@@ -426,8 +427,9 @@ class Reply:
                 )
         return None
 
-    def _link(self, project: VideoProject) -> str:
-        return f"[{project.title}]({self.site}{project.video_url})"
+    def _link(self, video_url: str) -> str:
+        # The title cannot change while a job runs (edit_brief needs DRAFT or FAILED).
+        return f"[{self.project.title}]({self.site}{video_url})"
 
     def _envelope(self, kind: str, choice: dict[str, Any] | None) -> dict[str, Any]:
         return {

@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
-from projects.api.auth import token_key, user_for_token
+from projects.api.auth import token_user
 from projects.api.errors import json_error, validation_body
 from projects.api.serializers import StrictSerializer
 from projects.bus import BusClosed, get_bus
@@ -36,11 +36,11 @@ class _Refused(Exception):
 def _caller(request: HttpRequest) -> Any:
     """The user behind a token or a session, or a 401 in the API's error shape."""
     try:
-        key = token_key(request.headers.get("Authorization", "").encode("latin-1"))
-        if key is not None:
-            return user_for_token(key)
+        user = token_user(request)
     except AuthenticationFailed as refused:
         raise _Refused(json_error(401, str(refused.detail), "authentication_failed")) from None
+    if user is not None:
+        return user
     if not request.user.is_authenticated:
         raise _Refused(
             json_error(401, "Authentication credentials were not provided.", "not_authenticated")

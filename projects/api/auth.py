@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -29,6 +30,16 @@ def user_for_token(key: str) -> Any:
     """The active user a token belongs to, as DRF's TokenAuthentication finds it."""
     user, _ = TokenAuthentication().authenticate_credentials(key)
     return user
+
+
+def token_user(request: HttpRequest) -> Any | None:
+    """The user the request's `Token`/`Bearer` header names; None when it names no token.
+
+    For plain Django views (the async streams, the OpenAI-compatible endpoint);
+    raises `AuthenticationFailed` for a token that is wrong or malformed.
+    """
+    key = token_key(request.headers.get("Authorization", "").encode("latin-1"))
+    return None if key is None else user_for_token(key)
 
 
 class TokenOrBearerAuthentication(TokenAuthentication):
