@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SETUP = """
@@ -84,3 +87,69 @@ async def wait_until_serving(port: int, timeout: float = 30) -> None:
         except OSError:
             await asyncio.sleep(0.1)
     raise SystemExit(f"uvicorn did not answer on port {port} in {timeout} s")
+
+
+POSTGRES_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@contextlib.contextmanager
+def bench_server(
+    tree: Path,
+    app: str,
+    *,
+    prefix: str,
+    postgres_db: str | None = None,
+    redis: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[int, str, str]]:
+    """uvicorn serving `app` on a throwaway database, with Django set up on it in this process.
+
+    The database is a temporary SQLite file, or the scratch PostgreSQL database
+    `postgres_db`, created first and dropped after. Yields (port, token, project id).
+    """
+    env = throwaway_env(prefix)
+    env["DJANGO_SETTINGS_MODULE"] = "videocreation.settings"
+    env.update(extra_env or {})
+    if redis:
+        env["REDIS_URL"] = REDIS_URL
+        env["EVENT_BUS"] = "redis"
+    with contextlib.ExitStack() as stack:
+        if postgres_db:
+            env["DATABASE_URL"] = stack.enter_context(_scratch_postgres(postgres_db))
+        token, project_id = prepare(tree, env)
+        os.environ.update(env)
+        sys.path.insert(0, str(tree))
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.db import connections
+
+        stack.callback(connections.close_all)
+        print(f"database: {settings.DATABASES['default']['ENGINE']}, bus: {settings.EVENT_BUS}")
+        port = free_port()
+        server = serve(tree, env, port, app)
+        try:
+            asyncio.run(wait_until_serving(port))
+            yield port, token, project_id
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def _scratch_postgres(name: str) -> Iterator[str]:
+    import psycopg
+
+    def drop(admin: psycopg.Connection) -> None:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        drop(admin)
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            drop(admin)

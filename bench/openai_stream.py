@@ -17,20 +17,16 @@ latency from the start of each write to its chunk's arrival, median and p99.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import random
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
-from harness import free_port, prepare, serve, throwaway_env, wait_until_serving
+from harness import bench_server
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
-POSTGRES_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DB = "videocreation_bench_openai"
 
 
@@ -106,46 +102,14 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true", help="wake-ups over Redis pub/sub")
     parser.add_argument("--updates", type=int, default=99, help="progress writes (at most 99)")
     args = parser.parse_args()
-    env = throwaway_env("bench-openai-")
-    env["DJANGO_SETTINGS_MODULE"] = "videocreation.settings"
-    if args.redis:
-        env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
-        env["EVENT_BUS"] = "redis"
-    if args.postgres:
-        env["DATABASE_URL"] = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + SCRATCH_DB
-        _scratch_postgres(create=True)
-    try:
-        token, _ = prepare(TREE, env)
-        os.environ.update(env)
-        sys.path.insert(0, str(TREE))
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.db import connection
-
-        print(f"database: {settings.DATABASES['default']['ENGINE']}, bus: {settings.EVENT_BUS}")
-        port = free_port()
-        server = serve(TREE, env, port, "videocreation.asgi:application")
-        try:
-            asyncio.run(wait_until_serving(port))
-            _measure(port, token, min(args.updates, 99))
-        finally:
-            server.terminate()
-            server.wait(10)
-            connection.close()
-    finally:
-        if args.postgres:
-            _scratch_postgres(create=False)
-
-
-def _scratch_postgres(create: bool) -> None:
-    import psycopg
-
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-        if create:
-            admin.execute(f"CREATE DATABASE {SCRATCH_DB}")
+    with bench_server(
+        TREE,
+        "videocreation.asgi:application",
+        prefix="bench-openai-",
+        postgres_db=SCRATCH_DB if args.postgres else None,
+        redis=args.redis,
+    ) as (port, token, _):
+        _measure(port, token, min(args.updates, 99))
 
 
 if __name__ == "__main__":

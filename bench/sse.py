@@ -29,12 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import resource
-import signal
 import statistics
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,11 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import free_port, prepare, serve, throwaway_env, wait_until_serving
+from harness import bench_server
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
-POSTGRES_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DB = "videocreation_bench_sse"
 OPEN_AT_ONCE = 50  # clients connecting concurrently while a count is built up
 
@@ -217,15 +213,6 @@ async def _measure(args: argparse.Namespace, port: int, token: str, project_id: 
         thread.shutdown()
 
 
-def _scratch_postgres(create: bool) -> None:
-    import psycopg
-
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-        if create:
-            admin.execute(f"CREATE DATABASE {SCRATCH_DB}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL with LISTEN/NOTIFY")
@@ -238,39 +225,15 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    env = throwaway_env("bench-sse-")
-    env["PYTHONPATH"] = str(HERE)  # for counting_asgi
-    env["DJANGO_SETTINGS_MODULE"] = "videocreation.settings"
-    if args.postgres:
-        env["DATABASE_URL"] = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + SCRATCH_DB
-        _scratch_postgres(create=True)
-    if args.redis:
-        env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
-        env["EVENT_BUS"] = "redis"
-    try:
-        token, project_id = prepare(TREE, env)
-        os.environ.update(env)
-        sys.path.insert(0, str(TREE))
-        import django
-
-        django.setup()
-        from django.conf import settings
-
-        print(f"database: {settings.DATABASES['default']['ENGINE']}, bus: {settings.EVENT_BUS}")
-        port = free_port()
-        server = serve(TREE, env, port, "counting_asgi:application")
-        try:
-            asyncio.run(wait_until_serving(port))
-            asyncio.run(_measure(args, port, token, project_id))
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
-    finally:
-        if args.postgres:
-            from django.db import connections
-
-            connections.close_all()
-            _scratch_postgres(create=False)
+    with bench_server(
+        TREE,
+        "counting_asgi:application",
+        prefix="bench-sse-",
+        postgres_db=SCRATCH_DB if args.postgres else None,
+        redis=args.redis,
+        extra_env={"PYTHONPATH": str(HERE)},  # for counting_asgi
+    ) as (port, token, project_id):
+        asyncio.run(_measure(args, port, token, project_id))
 
 
 if __name__ == "__main__":
