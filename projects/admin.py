@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseBase
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
@@ -22,7 +26,8 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from projects import lifecycle
-from projects.models import VideoProject
+from projects.api.ranges import ranged_file_response
+from projects.models import Status, VideoProject
 
 EVENT_HISTORY_LIMIT = 200
 # Status events carry the whole status object, script included; the table
@@ -76,7 +81,7 @@ class VideoProjectAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Result", {"fields": ["script_data", "video"]}),
+        ("Result", {"fields": ["script_data", "video_link", "preview_set"]}),
         ("Times", {"fields": [("created_at", "updated_at", "started_at", "completed_at")]}),
         ("Event history", {"fields": ["event_history"]}),
     ]
@@ -104,7 +109,8 @@ class VideoProjectAdmin(admin.ModelAdmin):
         "version",
         "notified",
         "script_data",
-        "video",
+        "video_link",
+        "preview_set",
         "created_at",
         "updated_at",
         "started_at",
@@ -150,6 +156,36 @@ class VideoProjectAdmin(admin.ModelAdmin):
         if not project.total_steps:
             return project.current_step
         return f"{project.current_step} {project.completed_steps}/{project.total_steps}"
+
+    @admin.display(description="Video")
+    def video_link(self, project: VideoProject) -> SafeString | str:
+        # The file field's own link points under MEDIA_URL, which nothing serves
+        # (videos go out through a view that checks who asks): link to ours.
+        if not project.video:
+            return "—"
+        url = reverse("admin:projects_videoproject_video", args=[project.pk])
+        current = "current" if project.status == Status.COMPLETED else "the last finished one"
+        return format_html('<a href="{}">{}</a> ({})', url, project.video.name, current)
+
+    def get_urls(self) -> list[URLPattern]:
+        video = path(
+            "<uuid:project_id>/video/",
+            self.admin_site.admin_view(self.video_view),
+            name="projects_videoproject_video",
+        )
+        return [video, *super().get_urls()]
+
+    def video_view(self, request: HttpRequest, project_id: Any) -> HttpResponseBase:
+        """The project's last finished video, for staff who may view projects."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        project = VideoProject.objects.filter(pk=project_id).first()
+        if project is None or not project.video:
+            raise Http404("This project has no video.")
+        video = Path(settings.MEDIA_ROOT) / project.video.name
+        if not video.is_file():
+            raise Http404("This project's video file is missing.")
+        return ranged_file_response(request, video, "video/mp4", video.name)
 
     @admin.display(description="Events")
     def event_history(self, project: VideoProject) -> SafeString:

@@ -40,6 +40,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from projects.cursors import SessionCursors
 from projects.models import LiveClient, ProgressEvent, VideoProject, WebSocketSession
 
 logger = logging.getLogger(__name__)
@@ -207,6 +208,8 @@ class Bus:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._clients: set[Any] = set()
+        # The WebSocket sessions' acked cursors, written for all sockets at once.
+        self.session_cursors = SessionCursors()
         self.reads = 0  # log reads done for fan-out: the bench checks they don't grow with clients
 
     @property
@@ -287,6 +290,7 @@ class Bus:
         """Listen, poll and fan out, with one thread and database connection of the bus's own."""
         async with ThreadSensitiveContext():
             tasks = [self._fan_out(), self._refresh_clients()]
+            tasks += [self.session_cursors.flush_every(settings.WS_CURSOR_FLUSH_SECONDS)]
             if settings.EVENT_BUS == "postgres":
                 tasks += [self._listen_postgres(), self._poll(settings.EVENT_SAFETY_POLL_SECONDS)]
             elif settings.EVENT_BUS == "redis":
@@ -304,6 +308,7 @@ class Bus:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await self.session_cursors.flush()
         for watchers in self._watchers.values():
             for subscription in watchers:
                 subscription.close()

@@ -9,37 +9,49 @@ The protocol (messages are `{"type", "task_id", "payload"}`, `task_id` is a proj
   `payload.topics`, then every event after `since` (without it: the current
   status, or where this client's session left off), then live events;
   `{"action": "unsubscribe", "task_id"}` → `unsubscribed`;
+* `{"action": "ack", "task_id", "seq"}` after the client has processed the
+  events up to `seq`: no answer unless it is refused;
 * `{"type": "ping"}` → `pong` with `payload.timestamp`;
 * events: `progress`, `status`, `log`, `error`, each payload with its `seq`.
   An `error` without `seq` answers a message the server could not act on.
 
-Where each subscription stands (`last_seq`) lives in the `WebSocketSubscription`
-table, written when the client leaves and every `WS_CURSOR_FLUSH_SECONDS` while
-it stays (one UPDATE per subscription that moved, however many events it got).
-A process that dies without a goodbye may therefore re-send the last second of
-events to a client that resumes; a clean shutdown or disconnect re-sends none.
+Where each subscription stands (`WebSocketSubscription.last_seq`) is the last
+seq its client acked (DESIGN.md principle 12): never what the server sent, since
+what was in flight when a connection died never arrived. It starts where the
+subscription started (its `since`, or the version its first status carried),
+moves only forward and only on acks, and is where a reconnect, or a `subscribe`
+without `since`, resumes. A client that never acks is re-sent, on reconnect,
+everything from where its subscription started. Acks are cheap: the process's
+`SessionCursors` (`projects/cursors.py`) writes all its sockets' moved cursors
+in one statement every `WS_CURSOR_FLUSH_SECONDS`, and when a socket closes.
+
+A feed that fails (its log cannot be read) is logged and closes the socket with
+1011; a web process that shuts down closes its sockets with 1012. Either way
+the client reconnects with `old_client_id` and resumes from its last ack.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.middleware import BaseMiddleware
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import AuthenticationFailed
 
 from projects.api.auth import token_key, user_for_token
-from projects.bus import BusClosed, Feed, get_bus
+from projects.api.serializers import MAX_SEQ
+from projects.bus import Bus, BusClosed, Feed, get_bus
 from projects.models import (
     EventKind,
     LiveClient,
@@ -48,11 +60,17 @@ from projects.models import (
     WebSocketSession,
     WebSocketSubscription,
 )
+from projects.ownership import ProjectNotFound, aowned_project
 
-# Close codes: 4401 = not signed in (after HTTP's 401); 1012 = service restart.
+logger = logging.getLogger(__name__)
+
+# Close codes: 4401 = not signed in (after HTTP's 401); 1011 = internal error
+# (a feed failed); 1012 = service restart.
 NOT_SIGNED_IN = 4401
+FEED_FAILED = 1011
 SERVICE_RESTART = 1012
 MAX_SUBSCRIPTIONS = 100
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class TokenHeaderAuthMiddleware(BaseMiddleware):
@@ -73,18 +91,66 @@ class TokenHeaderAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-class BrowserOriginValidator(OriginValidator):
-    """A browser's socket must come from one of our hosts; a program (no Origin) may connect.
+Origin = tuple[str, str, int]
 
-    Browsers always send Origin, and a cross-site page could otherwise ride
-    the person's session cookie. Programs send no Origin and sign in by token.
+
+class BrowserOriginValidator:
+    """A browser's socket must come from our own origin; a program (no Origin) may connect.
+
+    Browsers always send Origin, and a cross-site page could otherwise ride the
+    person's session cookie, so it must equal, scheme, host and port, the origin
+    the browser opened the socket to (its Host header, `http` for `ws` and
+    `https` for `wss`) or one of `CSRF_TRUSTED_ORIGINS`, as Django's CSRF check
+    asks of a form. Another port of our host is another origin (another app).
+    The Host itself must be in `ALLOWED_HOSTS`. Programs send no Origin and sign
+    in by token.
     """
 
     def __init__(self, application: Any) -> None:
-        super().__init__(application, settings.ALLOWED_HOSTS)
+        self.application = application
 
-    def valid_origin(self, parsed_origin: Any) -> bool:
-        return parsed_origin is None or self.validate_origin(parsed_origin)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if allowed_origin(scope):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
+
+
+def allowed_origin(scope: dict[str, Any]) -> bool:
+    """Whether the upgrade request `scope` may open a socket, judged by its Origin and Host."""
+    headers = scope.get("headers", [])
+    origins = [value for name, value in headers if name == b"origin"]
+    if not origins:
+        return True
+    hosts = [value for name, value in headers if name == b"host"]
+    if len(origins) != 1 or len(hosts) != 1:
+        return False
+    host = hosts[0].decode("latin1")
+    domain, _ = split_domain_port(host)
+    if not domain or not validate_host(domain, _allowed_hosts()):
+        return False
+    origin = _origin(origins[0].decode("latin1"))
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    trusted = {_origin(entry) for entry in settings.CSRF_TRUSTED_ORIGINS}
+    return origin is not None and (origin == _origin(f"{scheme}://{host}") or origin in trusted)
+
+
+def _allowed_hosts() -> list[str]:
+    if settings.DEBUG and not settings.ALLOWED_HOSTS:
+        return [".localhost", "127.0.0.1", "[::1]"]  # what Django's own host check allows
+    return settings.ALLOWED_HOSTS
+
+
+def _origin(text: str) -> Origin | None:
+    """`scheme://host[:port]` as (scheme, host, port), default ports filled in; None if not one."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
 
 
 def _now() -> str:
@@ -119,7 +185,9 @@ def event_message(project_id: str, event: dict[str, Any]) -> dict[str, Any]:
     elif kind == EventKind.ERROR:
         body = {**payload.get("error", {}), "timestamp": event["createdAt"]}
     else:
-        body = {"line": payload.get("line", ""), "timestamp": event["createdAt"]}
+        line = payload.get("line", "")
+        lines = payload.get("lines", [line])
+        body = {"lines": lines, "line": line, "timestamp": event["createdAt"]}
     return {"type": kind, "task_id": project_id, "payload": {**body, "seq": seq}}
 
 
@@ -130,16 +198,35 @@ def status_message(project: VideoProject) -> dict[str, Any]:
     return event_message(str(project.pk), event | {"createdAt": status["updatedAt"]})
 
 
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _project_key(task_id: Any) -> str | None:
+    """A project id as the consumer keys it (`str(uuid)`), or None if it is not one."""
+    try:
+        return str(uuid.UUID(task_id))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+async def _version(project_id: str) -> int:
+    versions = VideoProject.objects.filter(pk=project_id).values_list("version", flat=True)
+    return await versions.afirst() or 0
+
+
 class ProgressConsumer(AsyncJsonWebsocketConsumer):
     """One socket: a session that outlives it, and one feed per followed project."""
 
     async def connect(self) -> None:
         self.user = self.scope.get("user")
+        self.bus: Bus = get_bus()
         self.feeds: dict[str, asyncio.Task[None]] = {}
-        self.cursors: dict[str, int] = {}
-        self.saved: dict[str, int] = {}
+        # Per followed project: the client's last ack, and the highest seq known
+        # to exist (what was sent, or the version read), which bounds an ack.
+        self.acked: dict[str, int] = {}
+        self.known: dict[str, int] = {}
         self.client: LiveClient | None = None
-        self.flusher: asyncio.Task[None] | None = None
         self.closing = False
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=NOT_SIGNED_IN)
@@ -149,21 +236,15 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             "old_client_id", [""]
         )[0]
         self.session = await WebSocketSession.objects.resume(self.user, old_client_id)
+        self.client_id = str(self.session.client_id)
         self.client = LiveClient(
             transport=Transport.WEBSOCKET, user=self.user, session=self.session
         )
-        await get_bus().client_opened(self.client)
-        self.flusher = asyncio.create_task(self._flush_every_while())
-        client_id = str(self.session.client_id)
+        await self.bus.client_opened(self.client)
         if self.session.resumed:
-            subscriptions = [s async for s in self.session.subscriptions.all()]
-            topics = [str(s.project_id) for s in subscriptions]
-            await self._send("reconnected", None, {"client_id": client_id, "subscribed": topics})
-            for subscription in subscriptions:
-                self.saved[str(subscription.project_id)] = subscription.last_seq
-                await self._follow(str(subscription.project_id), subscription.last_seq)
+            await self._resume()
             return
-        payload: dict[str, Any] = {"client_id": client_id}
+        payload: dict[str, Any] = {"client_id": self.client_id}
         if old_client_id:
             payload["resumed"] = False  # an unknown, or someone else's, old client id
         await self._send("connected", None, payload)
@@ -184,11 +265,14 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             await self._send("pong", content.get("task_id"), {"timestamp": _now()})
             return
         action = content.get("action")
+        if action == "ack":
+            await self._ack(content.get("task_id"), content.get("seq"))
+            return
         if action not in ("subscribe", "unsubscribe"):
             await self._refuse(
                 content.get("task_id"),
                 "unknown_action",
-                "Send an action (subscribe or unsubscribe) or a ping.",
+                "Send an action (subscribe, unsubscribe or ack) or a ping.",
             )
             return
         project = await self._owned_project(content.get("task_id"))
@@ -200,29 +284,37 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             await self._unsubscribe(str(project.pk))
 
     async def disconnect(self, code: int) -> None:
-        for task in [*self.feeds.values(), *([self.flusher] if self.flusher else [])]:
+        for task in self.feeds.values():
             task.cancel()
         await asyncio.gather(*self.feeds.values(), return_exceptions=True)
         if self.client is not None:
-            await self._flush()
-            await get_bus().client_closed(self.client)
+            # The process-wide flush, now: this socket's acks (and any other's) are written.
+            await self.bus.session_cursors.flush()
+            await self.bus.client_closed(self.client)
 
     # --- subscriptions ---
 
     async def _owned_project(self, task_id: Any) -> VideoProject | None:
-        project = None
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            project_id = uuid.UUID(task_id)
-            project = await VideoProject.objects.owned_by(self.user).filter(pk=project_id).afirst()
-        if project is None:
-            await self._refuse(task_id, "not_found", "No project with this id belongs to you.")
-        return project
+        try:
+            return await aowned_project(self.user, task_id)
+        except ProjectNotFound as missing:
+            await self._refuse(task_id, "not_found", str(missing))
+            return None
+
+    async def _resume(self) -> None:
+        """A reconnect: every subscription of the session resumes after its last ack."""
+        unwritten = self.bus.session_cursors.unwritten(self.client_id)  # before the rows
+        subscriptions = [s async for s in self.session.subscriptions.all()]
+        topics = [str(s.project_id) for s in subscriptions]
+        await self._send("reconnected", None, {"client_id": self.client_id, "subscribed": topics})
+        for subscription in subscriptions:
+            key = str(subscription.project_id)
+            self.acked[key] = max(subscription.last_seq, unwritten.get(key, 0))
+            await self._follow(key, self.acked[key])
 
     async def _subscribe(self, project: VideoProject, since: Any) -> None:
         key = str(project.pk)
-        if since is not None and (
-            isinstance(since, bool) or not isinstance(since, int) or since < 0
-        ):
+        if since is not None and not (_is_seq(since) and since <= MAX_SEQ):
             await self._refuse(key, "invalid", "`since` is a seq: a whole number, 0 or more.")
             return
         if key not in self.feeds and len(self.feeds) >= MAX_SUBSCRIPTIONS:
@@ -231,21 +323,25 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         self._stop_feed(key)
-        subscription, created = await WebSocketSubscription.objects.aget_or_create(
-            session=self.session, project=project
-        )
-        await self._send("subscribed", key, {"topics": [*self.feeds, key]})
-        if since is None and not created:
-            since = self.cursors.get(key, subscription.last_seq)
         if since is not None and since > project.version:
             since = None  # a seq this project never had: start from its current state
-        self.saved[key] = subscription.last_seq
+        unwritten = self.bus.session_cursors.unwritten(self.client_id).get(key, 0)
+        subscription, created = await WebSocketSubscription.objects.aget_or_create(
+            session=self.session,
+            project=project,
+            defaults={"last_seq": project.version if since is None else since},
+        )
+        await self._send("subscribed", key, {"topics": [*self.feeds, key]})
+        self.acked[key] = max(subscription.last_seq, unwritten, self.acked.get(key, 0))
+        if since is None and not created:
+            since = self.acked[key]  # where the client's own acks left off
         await self._follow(key, since)
 
     async def _unsubscribe(self, key: str) -> None:
         self._stop_feed(key)
-        self.cursors.pop(key, None)
-        self.saved.pop(key, None)
+        self.acked.pop(key, None)
+        self.known.pop(key, None)
+        self.bus.session_cursors.forget(self.client_id, key)
         await WebSocketSubscription.objects.filter(session=self.session, project_id=key).adelete()
         await self._send("unsubscribed", key, {"topics": list(self.feeds)})
 
@@ -262,35 +358,58 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             project = await VideoProject.objects.aget(pk=key)
             feed.cursor = project.version
             await self.send_json(status_message(project))
-        self.cursors[key] = feed.cursor
+        self.known[key] = max(self.known.get(key, 0), feed.cursor)
         self.feeds[key] = asyncio.create_task(self._pump(key, feed), name=f"ws-feed-{key}")
 
     async def _pump(self, key: str, feed: Feed) -> None:
         try:
             while True:
-                for event in await feed.next(timeout=60):
+                try:
+                    events = await feed.next(timeout=60)
+                except BusClosed:
+                    # This web process is going away: the client reconnects to another.
+                    await self._close_once(SERVICE_RESTART)
+                    return
+                except Exception:
+                    # Without the feed the socket would stay open and silent forever.
+                    logger.exception("The WebSocket feed of project %s failed; closing", key)
+                    await self._close_once(FEED_FAILED)
+                    return
+                for event in events:
                     await self.send_json(event_message(key, event))
-                    self.cursors[key] = event["seq"]
-        except BusClosed:
-            # This web process is going away: the client reconnects to another.
-            if not self.closing:
-                self.closing = True
-                await self.close(code=SERVICE_RESTART)
+                    self.known[key] = event["seq"]
         finally:
             get_bus().unsubscribe(feed.subscription)
 
+    async def _close_once(self, code: int) -> None:
+        if not self.closing:
+            self.closing = True
+            await self.close(code=code)
+
     # --- the session's cursors ---
 
-    async def _flush_every_while(self) -> None:
-        while True:
-            await asyncio.sleep(settings.WS_CURSOR_FLUSH_SECONDS)
-            await self._flush()
+    async def _ack(self, task_id: Any, seq: Any) -> None:
+        """The client has processed the project's events up to `seq`: move its cursor there.
 
-    async def _flush(self) -> None:
-        moved = {key: seq for key, seq in self.cursors.items() if seq > self.saved.get(key, -1)}
-        for key, seq in moved.items():
-            await WebSocketSubscription.objects.advance(self.session, key, seq)
-            self.saved[key] = seq
+        Silent when it works; no database work unless `seq` is past every seq
+        this socket knows of (then one read of the project's version).
+        """
+        key = _project_key(task_id)
+        if key is None or key not in self.feeds:
+            await self._refuse(task_id, "not_found", "This socket does not follow that project.")
+            return
+        if not _is_seq(seq):
+            await self._refuse(key, "invalid", "`seq` is a whole number, 0 or more.")
+            return
+        if seq > self.known.get(key, 0):
+            self.known[key] = max(self.known.get(key, 0), await _version(key))
+            if seq > self.known[key]:
+                await self._refuse(key, "invalid", f"Project {key} has no event {seq} yet.")
+                return
+        if seq <= self.acked.get(key, 0):
+            return  # a late or repeated ack: a cursor never moves back
+        self.acked[key] = seq
+        self.bus.session_cursors.ack(self.client_id, key, seq)
 
     # --- sending ---
 

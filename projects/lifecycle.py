@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -24,6 +24,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.brokers.redis_broker import Redis
 from django_q.tasks import async_task
 
 from projects import progress
@@ -41,6 +43,9 @@ STATUS_FOR_STEP = {Step.SCRIPT: Status.GENERATING_SCRIPT, Step.RENDER: Status.RE
 # A queued job nobody claimed for this long is enqueued again: a broker
 # without acknowledgements (Redis) can lose a task whose worker died.
 UNCLAIMED_AFTER = timedelta(minutes=5)
+# The request that queued a job sends its task right after the commit; the
+# relay leaves it this long to do so before sending it itself.
+SENDER_GRACE = timedelta(seconds=2)
 
 
 class Conflict(Exception):
@@ -65,7 +70,40 @@ def _current_status(project_id: Any) -> str:
 
 
 def _enqueue(step: Step, project_id: Any) -> None:
-    transaction.on_commit(partial(async_task, TASK_FOR_STEP[step], str(project_id)))
+    """Hand the job's task to the broker once the status change commits.
+
+    The committed row is the outbox: `task_sent_at` stays null until a broker
+    took the task, so a broker that is down (or a process that dies right
+    after the commit) leaves the job for `relay_tasks` rather than lost.
+    """
+    transaction.on_commit(partial(_send_task, step, project_id, None))
+
+
+def _send_task(step: Step, project_id: Any, sent_before: Any) -> bool:
+    """Send the task of a queued job whose outbox entry still reads `sent_before`."""
+    try:
+        broker = broker_epoch()
+        async_task(TASK_FOR_STEP[step], str(project_id))
+    except Exception:  # the broker's client raises its own errors (redis, database)
+        logger.warning(
+            "Could not queue the %s job of %s; will retry", step, project_id, exc_info=True
+        )
+        return False
+    VideoProject.objects.filter(pk=project_id, task_sent_at=sent_before).update(
+        task_sent_at=timezone.now(), task_broker=broker
+    )
+    return True
+
+
+def broker_epoch() -> str:
+    """Which life of the broker a task went to: a Redis server that restarts has lost its queue.
+
+    django-q2's ORM broker keeps tasks in our own database, which outlives restarts.
+    """
+    broker = get_broker()
+    if isinstance(broker, Redis):
+        return str(broker.connection.info("server")["run_id"])
+    return "database"
 
 
 # --- what people do ----------------------------------------------------------
@@ -103,6 +141,8 @@ def start_job(
                 "error_message": "",
                 "lease_owner": "",
                 "lease_expires_at": None,
+                "task_sent_at": None,
+                "task_broker": "",
                 "started_at": timezone.now(),
                 "completed_at": None,
                 "notified": False,
@@ -248,7 +288,7 @@ def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
             "progress_message": "Starting",
         },
         events=[
-            (EventKind.LOG, {"line": f"Picked up by worker {lease_owner}"}),
+            progress.log_event("Picked up by a worker"),
             (EventKind.PROGRESS, {}),
         ],
     )
@@ -261,14 +301,19 @@ def next_attempt(project_id: Any, lease_owner: str, attempt: int, reason: str) -
             project_id,
             expect=Q(status__in=RUNNING_STATUSES, lease_owner=lease_owner),
             fields={"attempt": attempt, "progress_message": reason[:500]},
-            events=[(EventKind.LOG, {"line": reason}), (EventKind.PROGRESS, {})],
+            events=[progress.log_event(reason), (EventKind.PROGRESS, {})],
         )
         is not None
     )
 
 
-def finish_script(project_id: Any, lease_owner: str, script_data: dict[str, Any]) -> bool:
-    """Save the script; a project set to `auto_render` has its render queued in the same commit."""
+def finish_script(
+    project_id: Any, lease_owner: str, script_data: dict[str, Any], preview_set: str | None = None
+) -> bool:
+    """Save the script; a project set to `auto_render` has its render queued in the same commit.
+
+    `preview_set`, the folder of the new script's previews, is saved in the same write.
+    """
     with transaction.atomic():
         finished = _finish(
             project_id,
@@ -278,6 +323,7 @@ def finish_script(project_id: Any, lease_owner: str, script_data: dict[str, Any]
                 "status": Status.DRAFT,
                 "script_data": script_data,
                 "progress_message": "Script ready",
+                **({"preview_set": preview_set} if preview_set is not None else {}),
             },
         )
         if finished is not None and finished.auto_render:
@@ -313,11 +359,24 @@ def _finish(
     )
 
 
-def fail(project_id: Any, lease_owner: str | None, code: str, message: str) -> bool:
-    """The job failed for good. `lease_owner=None` fails it whoever holds it (the sweeper)."""
+def fail(
+    project_id: Any,
+    lease_owner: str | None,
+    code: str,
+    message: str,
+    *,
+    lease_expired_by: datetime | None = None,
+) -> bool:
+    """The job failed for good. `lease_owner=None` fails it whoever holds it.
+
+    The sweeper passes `lease_expired_by`: a worker that renewed its lease a
+    moment ago keeps its job.
+    """
     expect = Q(status__in=RUNNING_STATUSES)
     if lease_owner is not None:
         expect &= Q(lease_owner=lease_owner)
+    if lease_expired_by is not None:
+        expect &= Q(lease_expires_at__lt=lease_expired_by)
     failed = progress.write(
         project_id,
         expect=expect,
@@ -336,22 +395,16 @@ def fail(project_id: Any, lease_owner: str | None, code: str, message: str) -> b
 
 
 def sweep_lost_jobs() -> int:
-    """Put back jobs whose worker died (lease ran out) or whose task was lost; returns how many."""
+    """Put back jobs whose worker died (their lease ran out); returns how many."""
     now = timezone.now()
-    lost = VideoProject.objects.running().filter(
-        Q(lease_owner__gt="", lease_expires_at__lt=now)
-        | Q(lease_owner="", updated_at__lt=now - UNCLAIMED_AFTER)
-    )
-    count = 0
-    for project in lost.only("pk", "status", "lease_owner", "attempt", "updated_at"):
-        count += _put_back(project, now)
-    return count
+    lost = VideoProject.objects.running().filter(lease_owner__gt="", lease_expires_at__lt=now)
+    fields = ("pk", "status", "lease_owner", "attempt", "completed_steps", "total_steps")
+    return sum(_put_back(project, now) for project in lost.only(*fields))
 
 
-def _put_back(project: VideoProject, now: Any) -> int:
+def _put_back(project: VideoProject, now: datetime) -> int:
     step = Step.SCRIPT if project.status == Status.GENERATING_SCRIPT else Step.RENDER
-    same = Q(status=project.status, lease_owner=project.lease_owner, updated_at=project.updated_at)
-    if project.lease_owner and project.attempt >= settings.JOB_MAX_ATTEMPTS:
+    if project.attempt >= settings.JOB_MAX_ATTEMPTS:
         return int(
             fail(
                 project.pk,
@@ -359,29 +412,67 @@ def _put_back(project: VideoProject, now: Any) -> int:
                 "worker_lost",
                 f"The worker running this job stopped responding {project.attempt} times; "
                 "the job was stopped. Try again.",
+                lease_expired_by=now,
             )
         )
-    attempt = project.attempt + 1 if project.lease_owner else project.attempt
-    reason = (
-        f"The worker stopped responding; trying again (attempt {attempt} of "
-        f"{settings.JOB_MAX_ATTEMPTS})"
-        if project.lease_owner
-        else "Queued again: no worker had picked the job up"
-    )
+    attempt = project.attempt + 1
+    message = _resuming_message(project, step)
+    reason = f"{message} (attempt {attempt} of {settings.JOB_MAX_ATTEMPTS})"
     with transaction.atomic():
+        # The same conditional update re-checks the expiry: a worker that renewed
+        # its lease between our read and this write keeps its job.
         put_back = progress.write(
             project.pk,
-            expect=same,
+            expect=Q(
+                status=project.status,
+                lease_owner=project.lease_owner,
+                lease_expires_at__lt=now,
+            ),
             fields={
                 "attempt": attempt,
                 "lease_owner": "",
                 "lease_expires_at": None,
-                "progress_message": reason,
+                "task_sent_at": None,
+                "task_broker": "",
+                "progress_message": message,
             },
-            events=[(EventKind.LOG, {"line": reason}), (EventKind.PROGRESS, {})],
+            events=[progress.log_event(reason), (EventKind.PROGRESS, {})],
         )
         if put_back is None:
             return 0
         _enqueue(step, project.pk)
     logger.warning("Put back project %s: %s", project.pk, reason)
     return 1
+
+
+def _resuming_message(project: VideoProject, step: Step) -> str:
+    if step == Step.RENDER and 0 < project.completed_steps < project.total_steps:
+        return f"Worker lost — resuming from scene {project.completed_steps + 1}"
+    if step == Step.RENDER:
+        return "Worker lost — starting the render again"
+    return "Worker lost — writing the script again"
+
+
+def relay_tasks() -> int:
+    """Send the tasks of queued jobs that no broker holds; returns how many were sent.
+
+    Three ways a queued job (running, no lease) can have no task: its sender
+    failed or died after the commit (`task_sent_at` null); the Redis server it
+    went to restarted and lost its queue (another `run_id`); or a worker took
+    it from the broker and died before claiming it (sent long ago). A task
+    sent twice is harmless: the second finds the job claimed and steps aside.
+    """
+    now = timezone.now()
+    epoch = broker_epoch()
+    queued = VideoProject.objects.running().filter(lease_owner="")
+    unsent = Q(task_sent_at__isnull=True, updated_at__lt=now - SENDER_GRACE)
+    lost = Q(task_sent_at__isnull=False) & (
+        ~Q(task_broker=epoch) | Q(task_sent_at__lt=now - UNCLAIMED_AFTER)
+    )
+    sent = 0
+    for project in queued.filter(unsent | lost).only("pk", "status", "task_sent_at"):
+        step = Step.SCRIPT if project.status == Status.GENERATING_SCRIPT else Step.RENDER
+        if _send_task(step, project.pk, project.task_sent_at):
+            logger.warning("Queued the %s job of %s again: no broker held it", step, project.pk)
+            sent += 1
+    return sent

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import reduce
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.urls import reverse
 
 from projects.engines.base import ASPECT_SIZES
@@ -84,11 +88,20 @@ class VideoProject(models.Model):
     total_steps = models.PositiveIntegerField(default=0)
     script_data = models.JSONField(null=True, blank=True)
     video = models.FileField(upload_to="videos/", blank=True, default="")
+    # The folder under previews/ holding the previews of the saved `script_data`:
+    # a rewrite draws into a new folder, so the saved script's previews stay
+    # until the new script is saved. Empty: previews/ itself (projects before it).
+    preview_set = models.CharField(max_length=40, blank=True, default="", editable=False)
     error_code = models.CharField(max_length=50, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     attempt = models.PositiveSmallIntegerField(default=0)
     lease_owner = models.CharField(max_length=100, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The job's task as an outbox entry: null until a broker has accepted it (the
+    # relay sends it then), and which broker it went to (a Redis server's run id:
+    # a restarted Redis has lost it).
+    task_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
+    task_broker = models.CharField(max_length=64, blank=True, default="", editable=False)
     version = models.PositiveBigIntegerField(default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -133,9 +146,25 @@ class VideoProject(models.Model):
 
     @property
     def video_url(self) -> str | None:
-        if self.status != Status.COMPLETED or not self.video:
+        """The finished video, once the last render completed."""
+        if self.status != Status.COMPLETED:
             return None
-        return reverse("project-video", args=[self.pk])
+        return self._video_address()
+
+    @property
+    def previous_video_url(self) -> str | None:
+        """The last finished video while the project is not COMPLETED (re-rendering, edited…)."""
+        if self.status == Status.COMPLETED:
+            return None
+        return self._video_address()
+
+    def _video_address(self) -> str | None:
+        if not self.video:
+            return None
+        # Each render writes a new file: naming it in the URL lets caches and
+        # the page tell a new video from the one they hold.
+        version = Path(self.video.name).stem
+        return f"{reverse('project-video', args=[self.pk])}?v={version}"
 
     def to_progress_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +198,7 @@ class VideoProject(models.Model):
             **self.to_progress_dict(),
             "scriptData": self.script_data,
             "videoUrl": self.video_url,
+            "previousVideoUrl": self.previous_video_url,
             "error": self.error,
             "createdAt": _iso(self.created_at),
             "startedAt": _iso(self.started_at),
@@ -336,20 +366,44 @@ class WebSocketSession(models.Model):
         return f"WebSocket session {self.client_id}"
 
 
-class WebSocketSubscriptionQuerySet(models.QuerySet["WebSocketSubscription"]):
-    async def advance(self, session: WebSocketSession, project_id: Any, seq: int) -> None:
-        """Record that the session's client has had the project's events up to `seq`.
+# Cursors per UPDATE: each adds a few parameters, well under SQLite's limit of 32,766.
+ADVANCE_CHUNK = 500
 
-        Never moves back: two sockets of one session (a reconnect that beat the
-        old socket's goodbye) may report in either order.
+
+class WebSocketSubscriptionQuerySet(models.QuerySet["WebSocketSubscription"]):
+    def advance_many(self, acks: Mapping[tuple[str, str], int]) -> int:
+        """Move many cursors at once: `{(session client_id, project id): acked seq}`.
+
+        One UPDATE per `ADVANCE_CHUNK` cursors, however many sockets acked. Never
+        moves back: two sockets of one session (a reconnect that beat the old
+        socket's goodbye) may report in either order. Returns the rows moved.
         """
-        await self.filter(session=session, project_id=project_id, last_seq__lt=seq).aupdate(
-            last_seq=seq
-        )
+        items = list(acks.items())
+        moved = 0
+        for start in range(0, len(items), ADVANCE_CHUNK):
+            chunk = items[start : start + ADVANCE_CHUNK]
+            ahead = [
+                Q(session_id=session, project_id=project, last_seq__lt=seq)
+                for (session, project), seq in chunk
+            ]
+            target = Case(
+                *[
+                    When(session_id=session, project_id=project, then=Value(seq))
+                    for (session, project), seq in chunk
+                ],
+                default=F("last_seq"),
+                output_field=models.PositiveBigIntegerField(),
+            )
+            moved += self.filter(reduce(operator.or_, ahead)).update(last_seq=target)
+        return moved
 
 
 class WebSocketSubscription(models.Model):
-    """A session's interest in one project, and the last `seq` sent to it."""
+    """A session's interest in one project, and the last `seq` its client acknowledged.
+
+    `last_seq` starts where the subscription started and moves only on the
+    client's acks (DESIGN.md principle 12), written in batches by `projects.cursors`.
+    """
 
     session = models.ForeignKey(
         WebSocketSession, on_delete=models.CASCADE, related_name="subscriptions"

@@ -18,6 +18,7 @@ sends each change as it is written, not every few seconds.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
@@ -33,9 +35,12 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from projects import lifecycle
 from projects.api.auth import token_user
+from projects.api.errors import too_large_message
 from projects.api.serializers import BriefSerializer
 from projects.bus import BusClosed, get_bus
 from projects.models import AspectRatio, LiveClient, Status, Transport, VideoProject
+
+logger = logging.getLogger(__name__)
 
 MODELS = {
     "videocreation-16x9": AspectRatio.WIDE,
@@ -260,6 +265,18 @@ def _title_of(brief: str, limit: int = 80) -> str:
     return first[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
+def _json_body(request: HttpRequest) -> Any:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise OpenAIError(413, too_large_message(), code="too_large") from None
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, RecursionError):
+        # RecursionError: arrays nested a million deep are not JSON we can read either.
+        raise OpenAIError(400, "The request body is not valid JSON.") from None
+
+
 def _idempotency_key(request: HttpRequest) -> str | None:
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > 200:
@@ -280,10 +297,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     """Make a video from the brief in the last user message; stream its progress if asked."""
     _only(request, "POST")
     user = await _caller(request)
-    try:
-        body = json.loads(request.body or b"null")
-    except ValueError:
-        raise OpenAIError(400, "The request body is not valid JSON.") from None
+    body = _json_body(request)
     order = read_order(body)
     project = await _start(user, order, _idempotency_key(request))
     reply = Reply(order, project, request.build_absolute_uri("/").rstrip("/"))
@@ -360,8 +374,9 @@ class Reply:
         project = self.project
         state = project.to_status_dict()
         bus = get_bus()
-        feed = await bus.feed(project.pk, project.version, in_request=True)
+        feed = None
         try:
+            feed = await bus.feed(project.pk, project.version, in_request=True)
             while True:
                 if (rise := self._rise(state)) is not None:
                     yield rise
@@ -387,8 +402,21 @@ class Reply:
                     code="server_restarting",
                 )
             )
+        except Exception:
+            # A database or bus failure: end with an error the client sees, not a cut stream.
+            logger.exception("Following project %s for an OpenAI client failed", project.pk)
+            self.outcome = Outcome(
+                error=OpenAIError(
+                    503,
+                    "Following the video's progress failed on our side. The video goes on: "
+                    f"follow project {project.pk} in the API.",
+                    type="server_error",
+                    code="unavailable",
+                )
+            )
         finally:
-            bus.unsubscribe(feed.subscription)
+            if feed is not None:
+                bus.unsubscribe(feed.subscription)
 
     def _rise(self, state: dict[str, Any]) -> tuple[float, str] | None:
         fraction, stage = overall_progress(state)

@@ -9,18 +9,21 @@ mean a retry redoes only the scene it failed in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from projects import lifecycle
 from projects.engines import get_engine
@@ -35,9 +38,11 @@ from projects.engines.base import (
     pause,
 )
 from projects.models import Step, VideoProject
-from projects.progress import JobCancelled, JobTimedOut, Reporter, Stage
+from projects.progress import JobCancelled, JobTimedOut, Reporter, Stage, extend_lease
 
 logger = logging.getLogger(__name__)
+
+DOING = {Step.SCRIPT: "writing the script", Step.RENDER: "rendering the video"}
 
 
 def generate_script(project_id: Any) -> None:
@@ -64,8 +69,18 @@ def project_dir(project_id: Any) -> Path:
     return Path(settings.MEDIA_ROOT) / "projects" / str(project_id)
 
 
-def preview_path(project_id: Any, index: int) -> Path:
-    return project_dir(project_id) / "previews" / f"scene-{index}.webp"
+def previews_dir(project_id: Any, preview_set: str = "") -> Path:
+    """The folder of one script's previews; `preview_set` "" is where projects kept them before."""
+    previews = project_dir(project_id) / "previews"
+    return previews / preview_set if preview_set else previews
+
+
+def preview_path(project_id: Any, index: int, preview_set: str = "") -> Path:
+    return previews_dir(project_id, preview_set) / f"scene-{index}.webp"
+
+
+def videos_dir(project_id: Any) -> Path:
+    return Path(settings.MEDIA_ROOT) / "videos" / str(project_id)
 
 
 class Job(Protocol):
@@ -102,7 +117,71 @@ def _run(project_id: Any, step: Step) -> None:
         stages=job.stages(),
         deadline=time.monotonic() + settings.JOB_TIME_LIMIT,
     )
-    _run_attempts(project, job, reporter, lease_owner)
+    with Heartbeat(project.pk, lease_owner):
+        _run_attempts(project, job, reporter, lease_owner)
+
+
+class Heartbeat:
+    """Renews the job's lease every `JOB_HEARTBEAT_SECONDS` from a thread of its own.
+
+    The lease must outlive whatever the engine is doing between two reports (a
+    long ffmpeg call, a provider that is slow to answer), yet run out within
+    seconds when the worker dies; so it is renewed by the clock, not by the
+    engine. It stops when the job is no longer ours (the reporter notices that
+    at its next write or check and stops the job).
+    """
+
+    def __init__(self, project_id: Any, lease_owner: str) -> None:
+        self.project_id = project_id
+        self.lease_owner = lease_owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        # Inside a caller's open transaction (a test's) another connection could
+        # neither see the job nor get past its write lock: the reporter's own
+        # writes renew the lease there.
+        if not connection.in_atomic_block:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                try:
+                    if not extend_lease(self.project_id, self.lease_owner):
+                        return
+                except DatabaseError:
+                    # A database restart: keep trying; the lease has some seconds to spare.
+                    logger.warning("Could not renew the lease of %s", self.project_id)
+                    _close_connection()
+        finally:
+            _close_connection()  # this thread's own
+
+
+def _close_connection() -> None:
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+
+
+def _wait_for_database(reporter: Reporter) -> bool:
+    """After a lost connection: wait for the database to answer again, within the job's time."""
+    delay = 0.2
+    while time.monotonic() < reporter.deadline:
+        _close_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return True
+        except DatabaseError:
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    return False
 
 
 def _job_for(project: VideoProject, step: Step, engine: Engine) -> Job:
@@ -122,6 +201,13 @@ def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_own
         except JobCancelled:
             logger.info("Project %s: job cancelled or taken over; stopping", project.pk)
             return
+        except (OperationalError, InterfaceError):
+            # The database went away (a restart, a failover). The attempt is not
+            # the engine's fault: once it answers, the same attempt goes on from
+            # its checkpoints, unless another worker took the job meanwhile.
+            logger.warning("Project %s: lost the database; waiting for it", project.pk)
+            if not _wait_for_database(reporter):
+                return
         except JobTimedOut:
             minutes = settings.JOB_TIME_LIMIT / 60
             lifecycle.fail(
@@ -146,10 +232,16 @@ def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_own
         except EngineError as error:
             lifecycle.fail(project.pk, lease_owner, error.code, str(error))
             return
-        except Exception as error:
+        except Exception:
             logger.exception("Project %s: %s job crashed", project.pk, job.step)
             lifecycle.fail(
-                project.pk, lease_owner, "internal_error", f"Something went wrong: {error}"
+                project.pk,
+                lease_owner,
+                "internal_error",
+                # The exception's own words may name hosts, paths or internals:
+                # they go to the worker's log above, the person gets a sentence.
+                f"Something went wrong in the worker while {DOING[job.step]}; "
+                "the job was stopped. Try again.",
             )
             return
 
@@ -173,7 +265,12 @@ def _back_off(
 
 
 class ScriptJob:
-    """Read the brief, then write each scene with its animated preview."""
+    """Read the brief, then write each scene with its animated preview.
+
+    The previews go to a folder of their own (`preview_set`), saved with the
+    script in one write: until then the saved script keeps its own previews,
+    and a rewrite that is cancelled or fails leaves them as they were.
+    """
 
     step = Step.SCRIPT
 
@@ -181,6 +278,7 @@ class ScriptJob:
         self.project = project
         self.engine = engine
         self.spec = spec_of(project)
+        self.preview_set = uuid.uuid4().hex[:12]
 
     def stages(self) -> list[Stage]:
         count = self.spec.scene_count
@@ -193,6 +291,16 @@ class ScriptJob:
         ]
 
     def run(self, reporter: Reporter) -> dict[str, Any]:
+        self._remove_unsaved_sets()
+        try:
+            return self._write(reporter)
+        except BaseException:
+            # Cancelled, failed or about to be retried: these previews belong to
+            # no saved script (a retry draws every scene again).
+            shutil.rmtree(previews_dir(self.project.pk, self.preview_set), ignore_errors=True)
+            raise
+
+    def _write(self, reporter: Reporter) -> dict[str, Any]:
         outline = self.engine.outline(self.spec, reporter.begin(0))
         if len(outline) != self.spec.scene_count:
             raise EngineError(
@@ -203,7 +311,7 @@ class ScriptJob:
         scenes = []
         for index, planned in enumerate(outline):
             stage = reporter.begin(index + 1)
-            target = preview_path(self.project.pk, index)
+            target = preview_path(self.project.pk, index, self.preview_set)
             target.parent.mkdir(parents=True, exist_ok=True)
             scenes.append(self.engine.write_scene(self.spec, planned, target, stage))
             stage.log(f"Scene {index + 1}: {scenes[-1].narration[:120]}")
@@ -211,7 +319,32 @@ class ScriptJob:
         return Script(title=self.spec.title, scenes=scenes).to_dict()
 
     def finish(self, lease_owner: str, result: dict[str, Any]) -> bool:
-        return lifecycle.finish_script(self.project.pk, lease_owner, result)
+        saved = lifecycle.finish_script(
+            self.project.pk, lease_owner, result, preview_set=self.preview_set
+        )
+        if not saved:
+            shutil.rmtree(previews_dir(self.project.pk, self.preview_set), ignore_errors=True)
+            return False
+        # Only now, after the commit that switched to the new set, is the old one unused.
+        _remove_previews(self.project.pk, self.project.preview_set)
+        return True
+
+    def _remove_unsaved_sets(self) -> None:
+        """Folders left by a job that died before it could clean up (killed worker)."""
+        previews = previews_dir(self.project.pk)
+        if not previews.is_dir():
+            return
+        for folder in previews.iterdir():
+            if folder.is_dir() and folder.name != self.project.preview_set:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_previews(project_id: Any, preview_set: str) -> None:
+    if preview_set:
+        shutil.rmtree(previews_dir(project_id, preview_set), ignore_errors=True)
+        return
+    for preview in previews_dir(project_id).glob("scene-*.webp"):
+        preview.unlink(missing_ok=True)
 
 
 class RenderJob:
@@ -254,6 +387,7 @@ class RenderJob:
         return project_dir(self.project.pk) / "clips" / f"scene-{scene.index}-{digest}.mp4"
 
     def run(self, reporter: Reporter) -> str:
+        self._remove_unsaved_videos()
         clips = []
         for index, scene in enumerate(self.script.scenes):
             stage = reporter.begin(index)
@@ -268,8 +402,13 @@ class RenderJob:
         name = f"videos/{self.project.pk}/{uuid.uuid4().hex[:12]}.mp4"
         video_path = Path(settings.MEDIA_ROOT) / name
         video_path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine.compose(self.spec, clips, video_path, reporter.begin(len(clips)))
-        reporter.end_stage()
+        try:
+            self.engine.compose(self.spec, clips, video_path, reporter.begin(len(clips)))
+            reporter.end_stage()
+        except BaseException:
+            # A half-joined video is never shown; the clips stay as checkpoints.
+            video_path.unlink(missing_ok=True)
+            raise
         return name
 
     def finish(self, lease_owner: str, result: str) -> bool:
@@ -278,6 +417,18 @@ class RenderJob:
             (Path(settings.MEDIA_ROOT) / result).unlink(missing_ok=True)
             return False
         shutil.rmtree(project_dir(self.project.pk) / "clips", ignore_errors=True)
+        # Only after the commit that made the new video current: until then the
+        # old one is what the person watches and downloads.
         if old_video and old_video != result:
             (Path(settings.MEDIA_ROOT) / old_video).unlink(missing_ok=True)
         return True
+
+    def _remove_unsaved_videos(self) -> None:
+        """Files of a render that died before it could clean up; the saved video stays."""
+        folder = videos_dir(self.project.pk)
+        if not folder.is_dir():
+            return
+        saved = Path(settings.MEDIA_ROOT) / self.project.video.name if self.project.video else None
+        for leftover in folder.iterdir():
+            if leftover.is_file() and leftover != saved:
+                leftover.unlink(missing_ok=True)

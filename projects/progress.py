@@ -8,7 +8,9 @@ both go through it.
 
 The `Reporter` coalesces: an engine may report ten thousand times a second,
 yet it writes at most one transaction per `PROGRESS_MIN_INTERVAL`, and the
-last state is always written when a stage ends or the job finishes.
+last state is always written when a stage ends or the job finishes. Log lines
+coalesce the same way: every line logged since the last write travels, in
+order, in one `log` event (`log_event`).
 """
 
 from __future__ import annotations
@@ -133,12 +135,38 @@ class Stage:
     weight: float
 
 
+# A log line longer than this is cut: one runaway line must not fill an event.
+MAX_LOG_LINE = 2000
+# Lines waiting for the next write; past either bound they are written at once,
+# inside the interval, so a flood of output holds a bounded amount of memory
+# (a few MB) and still makes only a handful of events a second.
+MAX_PENDING_LINES = 20_000
+MAX_PENDING_CHARS = 4_000_000
+
+
+def log_event(*lines: str) -> Event:
+    """One `log` event carrying `lines` in order; `line` joins them for older clients."""
+    return (EventKind.LOG, {"lines": list(lines), "line": "\n".join(lines)})
+
+
 @dataclass
 class _Pending:
     progress: int
     message: str
     completed_steps: int
     log_lines: list[str] = field(default_factory=list)
+    log_chars: int = 0
+
+    def add_line(self, line: str) -> None:
+        self.log_lines.append(line)
+        self.log_chars += len(line)
+
+    def log_is_full(self) -> bool:
+        return len(self.log_lines) >= MAX_PENDING_LINES or self.log_chars >= MAX_PENDING_CHARS
+
+    def take_log(self) -> list[str]:
+        lines, self.log_lines, self.log_chars = self.log_lines, [], 0
+        return lines
 
 
 class Reporter:
@@ -198,9 +226,12 @@ class Reporter:
         self.maybe_flush()
 
     def log(self, line: str) -> None:
-        self.pending.log_lines.append(line[:2000])
+        self.pending.add_line(line[:MAX_LOG_LINE])
         self.dirty = True
-        self.maybe_flush()
+        if self.pending.log_is_full():
+            self.flush()
+        else:
+            self.maybe_flush()
 
     def new_attempt(self) -> None:
         """A retry may honestly move the bar back (it redoes the stage it failed in)."""
@@ -227,7 +258,8 @@ class Reporter:
     def flush(self) -> None:
         """Write the pending state now; raise JobCancelled if the job is no longer ours."""
         pending = self.pending
-        events: list[Event] = [(EventKind.LOG, {"line": line}) for line in pending.log_lines]
+        # Every line since the last write travels in one event, however many there are.
+        events: list[Event] = [log_event(*pending.log_lines)] if pending.log_lines else []
         events.append((EventKind.PROGRESS, {}))
         project = write(
             self.project_id,
@@ -244,7 +276,7 @@ class Reporter:
         )
         if project is None:
             raise JobCancelled()
-        pending.log_lines = []
+        pending.take_log()
         self.dirty = False
         self.last_write = self.last_contact = self.clock()
 

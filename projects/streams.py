@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
 from projects.api.auth import token_user
 from projects.api.errors import json_error, validation_body
-from projects.api.serializers import StrictSerializer
+from projects.api.serializers import MAX_SEQ, StrictSerializer
 from projects.bus import BusClosed, get_bus
 from projects.models import LiveClient, Transport, VideoProject
+from projects.ownership import ProjectNotFound, owned_project
+
+logger = logging.getLogger(__name__)
+UNAVAILABLE = "The progress service is unavailable for a moment; please try again."
 
 
 class _Refused(Exception):
@@ -56,10 +62,10 @@ def _callers_project(request: HttpRequest, project_id: Any) -> tuple[Any, VideoP
     thread hop, and these views exist to be quick.
     """
     user = _caller(request)
-    project = VideoProject.objects.owned_by(user).filter(pk=project_id).first()
-    if project is None:
-        raise _Refused(json_error(404, "No project with this id belongs to you.", "not_found"))
-    return user, project
+    try:
+        return user, owned_project(user, project_id)
+    except ProjectNotFound as missing:
+        raise _Refused(json_error(404, str(missing), "not_found")) from None
 
 
 def _query(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -77,6 +83,10 @@ def _refusals(view: Any) -> Any:
             return await view(request, *args, **kwargs)
         except _Refused as refused:
             return refused.response
+        except DatabaseError:
+            # The database is down or overloaded: a 503 the client may retry, not an HTML 500.
+            logger.exception("%s %s failed on a database error", request.method, request.path)
+            return _unavailable()
 
     guarded.__doc__ = view.__doc__
     return guarded
@@ -87,7 +97,7 @@ def _refusals(view: Any) -> Any:
 
 class StatusQuery(StrictSerializer):
     wait = serializers.FloatField(min_value=0, max_value=settings.LONG_POLL_MAX_SECONDS, default=0)
-    since = serializers.IntegerField(min_value=0, required=False)
+    since = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
 
 
 @_refusals
@@ -98,8 +108,18 @@ async def status(request: HttpRequest, project_id: Any) -> HttpResponse:
     if query["wait"] > 0:
         since = query.get("since", project.version)
         if project.version <= since:
-            project = await _wait_for_change(project, since, query["wait"])
+            try:
+                project = await _wait_for_change(project, since, query["wait"])
+            except Exception:
+                logger.exception("The long-poll of project %s failed", project.pk)
+                return _unavailable()
     return _status_response(request, project)
+
+
+def _unavailable() -> HttpResponse:
+    response = json_error(503, UNAVAILABLE, "unavailable")
+    response["Retry-After"] = "1"
+    return response
 
 
 async def _wait_for_change(project: VideoProject, since: int, wait: float) -> VideoProject:
@@ -133,7 +153,7 @@ def _status_response(request: HttpRequest, project: VideoProject) -> HttpRespons
 
 
 class EventsQuery(StrictSerializer):
-    lastEventId = serializers.IntegerField(min_value=0, required=False)
+    lastEventId = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
 
 
 @_refusals
@@ -161,9 +181,9 @@ async def events(request: HttpRequest, project_id: Any) -> HttpResponse:
 async def _event_stream(user: Any, project: VideoProject, after: int | None) -> AsyncIterator[str]:
     bus = get_bus()
     client = LiveClient(transport=Transport.SSE, user=user, project=project)
-    await bus.client_opened(client)
     feed = None
     try:
+        await bus.client_opened(client)
         yield f"retry: {settings.SSE_RETRY_MS}\n\n"
         feed = await bus.feed(project.pk, after or 0, in_request=True)
         if after is None or after > project.version:
@@ -182,10 +202,22 @@ async def _event_stream(user: Any, project: VideoProject, after: int | None) -> 
                 yield ": heartbeat\n\n"
     except BusClosed:
         return
+    except Exception:
+        # End the stream: the browser's EventSource reconnects with Last-Event-ID
+        # and misses nothing, where a stream left hanging would show nothing more.
+        logger.exception("The event stream of project %s failed; ending it", project.pk)
     finally:
         if feed is not None:
             bus.unsubscribe(feed.subscription)
+        await _forget(bus, client)
+
+
+async def _forget(bus: Any, client: LiveClient) -> None:
+    try:
         await bus.client_closed(client)
+    except Exception:
+        # The row of a client that is gone ages out and is pruned (LiveClient).
+        logger.exception("Could not remove the SSE client %s", client.pk)
 
 
 def _format(kind: str, seq: int, payload: dict[str, Any]) -> str:

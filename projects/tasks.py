@@ -18,7 +18,8 @@ def render_video(project_id: str) -> None:
 
 
 def sweep_lost_jobs() -> int:
-    return lifecycle.sweep_lost_jobs()
+    """A once-a-minute backstop for plain `qcluster` clusters; `worker` sweeps every second."""
+    return lifecycle.sweep_lost_jobs() + lifecycle.relay_tasks()
 
 
 def prune_history() -> int:

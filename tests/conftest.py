@@ -139,7 +139,7 @@ def qcluster(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[byte
     }
     log = (tmp_path / "qcluster.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
+        [sys.executable, "manage.py", "worker"],
         cwd=settings.BASE_DIR,
         env=env,
         stdout=log,

@@ -5,15 +5,21 @@ Each keeps a log of its calls in a class attribute; `reset()` clears it.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import ClassVar
 
+from django.conf import settings
+
 from projects.engines.base import (
+    EngineError,
     InvalidInputError,
     ProjectSpec,
     Scene,
     StageProgress,
     TransientEngineError,
+    pause,
 )
 from projects.engines.local import LocalEngine
 
@@ -65,3 +71,65 @@ class PickyEngine(RecordingEngine):
     def outline(self, spec: ProjectSpec, progress: StageProgress) -> list[Scene]:
         self.calls.append("outline")
         raise InvalidInputError("The brief has nothing that can be filmed.")
+
+
+def hold_file() -> Path:
+    """While this file exists, `HeldEngine` holds its jobs (a test acts in the meantime)."""
+    return Path(settings.MEDIA_ROOT) / "hold"
+
+
+class HeldEngine(LocalEngine):
+    """Holds a script job after its first preview and a render half way through joining.
+
+    The join writes part of the video first, as an engine that streams its
+    output does, so a stopped render leaves a partial file behind it.
+    """
+
+    def write_scene(
+        self, spec: ProjectSpec, scene: Scene, preview_path: Path, progress: StageProgress
+    ) -> Scene:
+        written = super().write_scene(spec, scene, preview_path, progress)
+        _wait_while_held(progress)
+        return written
+
+    def compose(
+        self, spec: ProjectSpec, clip_paths: list[Path], video_path: Path, progress: StageProgress
+    ) -> None:
+        video_path.write_bytes(b"the first part of a video")
+        _wait_while_held(progress)
+        super().compose(spec, clip_paths, video_path, progress)
+
+
+def _wait_while_held(progress: StageProgress) -> None:
+    while hold_file().exists():
+        pause(progress, 0.05)
+
+
+class HalfWayEngine(LocalEngine):
+    """Fails for good after the first scene's preview, and half way through joining."""
+
+    def write_scene(
+        self, spec: ProjectSpec, scene: Scene, preview_path: Path, progress: StageProgress
+    ) -> Scene:
+        if scene.index > 0:
+            raise EngineError("The writer lost the thread.")
+        return super().write_scene(spec, scene, preview_path, progress)
+
+    def compose(
+        self, spec: ProjectSpec, clip_paths: list[Path], video_path: Path, progress: StageProgress
+    ) -> None:
+        video_path.write_bytes(b"the first part of a video")
+        raise EngineError("The joiner ran out of disk.")
+
+
+class QuietEngine(RecordingEngine):
+    """Each scene waits on a provider that says nothing for `QUIET_SECONDS` before it renders.
+
+    No progress, no check, no log while it waits: only the heartbeat keeps the lease.
+    """
+
+    def render_scene(
+        self, spec: ProjectSpec, scene: Scene, clip_path: Path, progress: StageProgress
+    ) -> None:
+        threading.Event().wait(float(os.environ["QUIET_SECONDS"]))
+        super().render_scene(spec, scene, clip_path, progress)

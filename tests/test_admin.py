@@ -155,7 +155,7 @@ def test_the_change_page_shows_the_event_history(admin_browser: Client, make_pro
     assert response.status_code == 200
     html = response.content.decode()
     assert f"The last {project.version} of {project.version} events, newest first." in html
-    assert "Picked up by worker worker-1" in html
+    assert "Picked up by a worker" in html
     assert "The engine broke." in html
     newest, oldest = f"<td>{project.version}</td>", "<td>1</td>"
     assert html.index(newest) < html.index(oldest)

@@ -7,6 +7,8 @@ pipeline through a real worker, as `make run` would.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shlex
@@ -30,7 +32,7 @@ from projects.engines.base import (
     TransientEngineError,
 )
 from projects.engines.command import CommandEngine
-from projects.models import VideoProject
+from projects.models import EventKind, VideoProject
 from tests.conftest import api_client_for
 from tests.media import probe
 from tests.waiting import wait_for
@@ -551,3 +553,162 @@ def test_cancel_kills_the_script_and_its_encoder(
     status = api.get(f"{base}/status").json()
     assert status["status"] == "DRAFT"
     assert status["videoUrl"] is None
+
+
+# --- What the script may see, where it runs, and what outlives a dead worker ------------
+
+
+def test_the_script_sees_an_allow_listed_environment_in_its_work_folder(
+    command: Callable[..., str],
+    clip: Path,
+    tmp_path: Path,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secrets = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SCRIPT_LLM_API_KEY", "SOME_API_KEY")
+    for name in secrets:
+        monkeypatch.setenv(name, "not-for-the-script")
+    monkeypatch.setenv("TEAM_RENDER_TOKEN", "for-the-script")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    settings.RENDER_COMMAND_ENV = ["TEAM_RENDER_TOKEN"]
+    seen = tmp_path / "seen.json"
+    command(f"""
+Path({str(seen)!r}).write_text(json.dumps({{"env": dict(os.environ), "cwd": os.getcwd()}}))
+make_clip()
+""")
+
+    render(clip, Recorder())
+
+    script = json.loads(seen.read_text())
+    env: dict[str, str] = script["env"]
+    assert "not-for-the-script" not in env.values()
+    assert env["TEAM_RENDER_TOKEN"] == "for-the-script"
+    assert env["LC_ALL"] == "C.UTF-8"
+    assert env["PATH"] == os.environ["PATH"]
+    allowed = {"PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ"}
+    allowed |= {"TEAM_RENDER_TOKEN", "PYTHONUNBUFFERED"}
+    unexpected = {
+        name
+        for name in env
+        if name not in allowed and not name.startswith(("LC_", "VIDEOCREATION_"))
+    }
+    assert unexpected == set()
+    assert script["cwd"] == str(clip.with_suffix(".work"))
+    assert Path(script["cwd"]) != Path(django_settings.BASE_DIR)
+
+
+# The engine in a process of its own, so that the test can kill it as a worker dies.
+ENGINE_PROCESS = """
+import sys
+from pathlib import Path
+
+import django
+
+django.setup()
+from projects.engines.command import CommandEngine
+from tests.test_command_engine import SCENE, SPEC, Recorder
+
+CommandEngine().render_scene(SPEC, SCENE, Path(sys.argv[1]), Recorder())
+"""
+
+
+def test_a_dead_workers_script_dies_and_the_next_try_ends_what_it_left(
+    command: Callable[..., str], clip: Path, tmp_path: Path, media_root: Path
+) -> None:
+    pids = tmp_path / "pids"
+    command(GROUP_SCRIPT.format(pids=str(pids)) + "signal.pause()\n")
+    clip.parent.mkdir(parents=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", ENGINE_PROCESS, str(clip)],
+        cwd=django_settings.BASE_DIR,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "videocreation.settings",
+            "RENDER_COMMAND": django_settings.RENDER_COMMAND,
+            "MEDIA_ROOT": str(media_root),
+        },
+        start_new_session=True,
+    )
+    pid_file = media_root / "projects" / SPEC.project_id / "work" / "render-command.pid"
+    try:
+        wait_for(lambda: len(pids_in(pids)) == 2, "the script and its grandchild to start")
+        script, grandchild = pids_in(pids)
+        assert pid_file.read_text().split() == [str(script)]  # the group is the script's
+
+        worker.kill()
+        worker.wait()
+
+        wait_for(lambda: not alive(script), "the script to die with its worker", 10)
+        assert alive(grandchild)  # the signal reaches the child only; the pid file remembers
+        command("make_clip()\n")
+        retry = Recorder()
+        render(clip, retry)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+    wait_for(lambda: not alive(grandchild), "the next try to end the leftover group", 10)
+    assert "Scene 1: stopped what an earlier try of the command left running" in retry.lines
+    assert not pid_file.exists()
+    assert probe(clip).codec == "h264"
+
+
+def test_a_pid_file_naming_someone_elses_group_kills_nothing(
+    command: Callable[..., str], clip: Path, media_root: Path
+) -> None:
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    pid_file = media_root / "projects" / SPEC.project_id / "work" / "render-command.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{stranger.pid}\n")
+    command("make_clip()\n")
+    progress = Recorder()
+    try:
+        render(clip, progress)
+
+        assert alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert not any("earlier try" in line for line in progress.lines)
+    assert not pid_file.exists()
+
+
+CHATTY_LINES = 100_000  # per scene: two scenes, 200,000 lines
+
+
+@pytest.fixture
+def chatty_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        PRELUDE
+        + "scene = os.environ['VIDEOCREATION_SCENE_INDEX']\n"
+        + f"for number in range({CHATTY_LINES}):\n"
+        + "    print(f'scene {scene} line {number}')\n"
+        + "make_clip()\n"
+    )
+    _worker_env(monkeypatch, [sys.executable, str(script)])
+    monkeypatch.setenv("PROGRESS_MIN_INTERVAL", "0.25")
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_chatty_command_logs_every_line_in_a_few_events_a_second(
+    chatty_env: None, qcluster: subprocess.Popen[bytes], scripted_project: VideoProject
+) -> None:
+    api, base = _start_render(scripted_project)
+    wait_for(
+        lambda: api.get(f"{base}/status").json()["status"] != "RENDERING", "the render", 120, 0.2
+    )
+    assert api.get(f"{base}/status").json()["status"] == "COMPLETED"
+
+    lines, offset = [], 0
+    while page := api.get(f"{base}/log", {"offset": offset}).json()["lines"]:
+        lines += page
+        offset += len(page)
+    printed = [line for line in lines if line.startswith("scene ")]
+    expected = [f"scene {scene} line {n}" for scene in (0, 1) for n in range(CHATTY_LINES)]
+    assert printed == expected
+    events = scripted_project.events.filter(kind=EventKind.LOG).order_by("seq")
+    seconds = (events.last().created_at - events.first().created_at).total_seconds()
+    assert events.count() <= 5 * seconds + 10, (events.count(), seconds)

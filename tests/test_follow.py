@@ -6,13 +6,15 @@ import io
 import re
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import Q
 
-from projects import lifecycle, tasks
+from projects import lifecycle, progress, tasks
 from projects.models import Step, VideoProject
 from tests.waiting import wait_for
 
@@ -79,7 +81,10 @@ def test_it_follows_a_render_to_the_video(scripted_project: VideoProject) -> Non
     assert len({value for value in percents if 0 < value < 100}) >= 2
     assert "step 2/3  Rendering scene 2 of 2" in output
     assert "Scene 1: rendering" in output
-    assert output.rstrip().endswith(f"Video ready: /api/video-creation/projects/{project.pk}/video")
+    video = VideoProject.objects.get(pk=project.pk).video
+    assert output.rstrip().endswith(
+        f"Video ready: /api/video-creation/projects/{project.pk}/video?v={Path(video.name).stem}"
+    )
 
 
 def test_a_failed_job_exits_1_with_its_error(make_project: Any, settings: Any) -> None:
@@ -118,7 +123,7 @@ def test_since_resumes_mid_job_and_keeps_waiting(make_project: Any) -> None:
 
     assert code == 3
     assert "Trying again after a hiccup" in output
-    assert "Picked up by worker" not in output
+    assert "Picked up by a worker" not in output
 
 
 def test_from_start_replays_every_event_of_a_finished_job(make_project: Any) -> None:
@@ -128,12 +133,26 @@ def test_from_start_replays_every_event_of_a_finished_job(make_project: Any) -> 
     output, code = follow(str(project.pk), "--from-start")
 
     assert code == 0
-    assert "Picked up by worker" in output
+    assert "Picked up by a worker" in output
     assert output.rstrip().endswith("Script ready.")
     assert output.count("Script ready.") == 1
-    lines = [event.payload["line"] for event in project.events.filter(kind="log").order_by("seq")]
+    events = project.events.filter(kind="log").order_by("seq")
+    lines = [line for event in events for line in event.payload["lines"]]
     positions = [output.index(line) for line in lines]
     assert positions == sorted(positions)
+
+
+def test_every_line_of_a_batched_log_event_is_printed_on_its_own(make_project: Any) -> None:
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)
+    lifecycle.claim(project.pk, Step.SCRIPT, "worker-1")
+    seen = VideoProject.objects.get(pk=project.pk).version
+    batch = [f"frame {number} drawn" for number in range(5)]
+    progress.write(project.pk, expect=Q(), fields={}, events=[progress.log_event(*batch)])
+
+    output, code = follow(str(project.pk), "--since", str(seen), "--timeout", "0.5")
+
+    assert code == 3
+    assert output.splitlines()[1:6] == batch
 
 
 def test_nothing_running_is_said_at_once(make_project: Any) -> None:

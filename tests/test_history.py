@@ -4,11 +4,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from projects import lifecycle, progress, tasks
 from projects.models import (
+    EventKind,
     LiveClient,
     ProgressEvent,
     Status,
@@ -167,3 +169,76 @@ def test_delete_history_is_refused_by_the_write_path_while_running(make_project:
     project = lifecycle.start_job(make_project(), Step.SCRIPT)
 
     assert progress.delete_history(project) is None
+
+
+# --- the log endpoint over batched log events ----------------------------------------
+
+
+def log_in_batches(project: VideoProject, *batches: list[str]) -> None:
+    """Append log events as a reporter writes them: each carrying a batch of lines."""
+    for batch in batches:
+        progress.write(project.pk, expect=Q(), fields={}, events=[progress.log_event(*batch)])
+
+
+def read_whole_log(api: APIClient, project: VideoProject, offset: int = 0) -> list[list[str]]:
+    pages = []
+    while True:
+        body = api.get(f"{API}/projects/{project.pk}/log", {"offset": offset}).json()
+        if not body["lines"]:
+            assert body["nextOffset"] == offset
+            return pages
+        assert body["nextOffset"] == offset + len(body["lines"])
+        pages.append(body["lines"])
+        offset = body["nextOffset"]
+
+
+def test_the_log_counts_lines_not_events_across_batches(
+    alice_api: APIClient, make_project: Any
+) -> None:
+    project = make_project()
+    # An event from before batching carries one `line` and counts as one line.
+    progress.write(project.pk, expect=Q(), fields={}, events=[(EventKind.LOG, {"line": "old"})])
+    log_in_batches(project, ["a0", "a1", "a2"], ["b0"], [f"c{n}" for n in range(1200)], ["d0"])
+    everything = ["old", "a0", "a1", "a2", "b0", *(f"c{n}" for n in range(1200)), "d0"]
+
+    pages = read_whole_log(alice_api, project)
+
+    assert [len(page) for page in pages] == [500, 500, 206]
+    assert [line for page in pages for line in page] == everything
+    for offset in (1, 2, 4, 5, 504, 1204, 1205, 1206, 5000):
+        body = alice_api.get(f"{API}/projects/{project.pk}/log", {"offset": offset}).json()
+        assert body["lines"] == everything[offset : offset + 500], offset
+        assert body["nextOffset"] == offset + len(body["lines"])
+
+
+def test_a_late_offset_reads_only_the_events_that_hold_its_page(
+    alice_api: APIClient, make_project: Any, django_assert_max_num_queries: Any
+) -> None:
+    project = make_project()
+    log_in_batches(project, *([f"{batch}.{n}" for n in range(100)] for batch in range(50)))
+
+    with django_assert_max_num_queries(6):
+        body = alice_api.get(f"{API}/projects/{project.pk}/log", {"offset": 4950}).json()
+
+    assert body == {"lines": [f"49.{n}" for n in range(50, 100)], "nextOffset": 5000}
+
+
+@pytest.mark.parametrize(
+    "offset", ["-1", "x", "1.5", "9223372036854775808", "12345678901234567890"]
+)
+def test_the_log_refuses_an_offset_out_of_range(
+    alice_api: APIClient, make_project: Any, offset: str
+) -> None:
+    response = alice_api.get(f"{API}/projects/{make_project().pk}/log", {"offset": offset})
+
+    assert response.status_code == 400
+    assert "offset" in response.json()["fields"]
+
+
+def test_the_largest_offset_is_an_empty_page(alice_api: APIClient, make_project: Any) -> None:
+    project = make_project()
+    log_in_batches(project, ["only"])
+
+    body = alice_api.get(f"{API}/projects/{project.pk}/log", {"offset": 2**63 - 1}).json()
+
+    assert body == {"lines": [], "nextOffset": 2**63 - 1}

@@ -83,7 +83,7 @@ def test_the_render_job_ends_completed(scripted_project: Any) -> None:
 
     done = reload(project)
     assert done.status == Status.COMPLETED
-    assert done.video_url == f"/api/video-creation/projects/{project.pk}/video"
+    assert done.video_url == f"/api/video-creation/projects/{project.pk}/video?v=x"
 
 
 def test_a_failed_job_can_be_started_again(make_project: Any) -> None:

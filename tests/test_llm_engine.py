@@ -24,6 +24,7 @@ from projects.engines.base import (
     TransientEngineError,
 )
 from projects.engines.llm import LlmScriptEngine, stream_share
+from projects.engines.openai_errors import provider_message
 from projects.engines.writing import tidy_scene
 from tests.conftest import BRIEF, api_client_for
 from tests.fakes.llm import (
@@ -40,6 +41,11 @@ from tests.fakes.llm import (
     slow,
 )
 from tests.waiting import wait_for
+
+try:  # openai 3.x speaks through httpx2, 1.x and 2.x through httpx.
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx as _http  # type: ignore[no-redef]
 
 SPEC = ProjectSpec(
     project_id="p-1",
@@ -236,13 +242,48 @@ def test_a_rate_limit_waits_out_retry_after_still_cancellable(llm: FakeLlm) -> N
     assert any(message and "waiting 1 s" in message for _, message in progress.updates)
 
 
-def test_an_unreachable_server_is_transient(settings: Any) -> None:
+def test_an_unreachable_server_is_transient_and_its_address_stays_in_the_worker(
+    settings: Any,
+) -> None:
     with running_fake() as fake:
         settings.SCRIPT_LLM_BASE_URL = fake.base_url
     settings.SCRIPT_LLM_MODEL = "any"
 
-    with pytest.raises(TransientEngineError, match="Could not reach the LLM"):
+    with pytest.raises(TransientEngineError) as raised:
         outline()
+
+    assert str(raised.value) == "Could not reach the LLM (check SCRIPT_LLM_BASE_URL)."
+
+
+def test_the_log_names_the_model_but_not_its_address(llm: FakeLlm) -> None:
+    progress = RecordingProgress()
+
+    outline(progress)
+
+    assert progress.lines[0] == f"Asked the model ({DEFAULT_MODEL}) for 3 scenes"
+    said = " ".join(progress.lines + [message or "" for _, message in progress.updates])
+    assert "127.0.0.1" not in said
+    assert "http" not in said
+
+
+def test_a_providers_message_is_shown_without_addresses(llm: FakeLlm, settings: Any) -> None:
+    settings.SCRIPT_LLM_API_KEY = "sk-wrong-key-1234"
+
+    with pytest.raises(EngineError) as raised:
+        outline()
+
+    assert "You can find your API key at (an address)." in str(raised.value)
+    assert "https://" not in str(raised.value)
+
+
+def test_an_error_page_that_is_not_the_providers_json_is_not_shown() -> None:
+    request = _http.Request("POST", "https://llm.internal:8443/v1/chat/completions")
+    page = "<html>Traceback (most recent call last): at llm.internal 10.0.0.5</html>"
+    response = _http.Response(502, request=request, text=page)
+
+    message = provider_message(openai.APIStatusError("Bad Gateway", response=response, body=None))
+
+    assert message == "Bad Gateway"
 
 
 def test_a_silent_server_times_out_as_transient(llm: FakeLlm, settings: Any) -> None:

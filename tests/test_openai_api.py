@@ -36,7 +36,7 @@ BRIEF = (
     "by morning the passengers wake up by the sea."
 )
 SMALL = {"scene_count": 2, "seconds_per_scene": 2}
-LINK = r"^\[Night trains crossing Europe\]\((http://127\.0\.0\.1:\d+/api/video-creation/projects/[0-9a-f-]+/video)\)$"
+LINK = r"^\[Night trains crossing Europe\]\((http://127\.0\.0\.1:\d+/api/video-creation/projects/[0-9a-f-]+/video\?v=[0-9a-f]+)\)$"
 
 
 def _client(server: AsgiServer, user: User, **options: Any) -> openai.OpenAI:

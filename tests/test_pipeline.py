@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from projects import lifecycle, tasks
+from projects import lifecycle, progress, tasks
 from projects.models import EventKind, Status, Step, VideoProject
 from tests.conftest import api_client_for, events_of
 from tests.engines import DownEngine, FlakyEngine, PickyEngine, RecordingEngine
@@ -31,7 +31,12 @@ def progress_seen(project: VideoProject) -> list[int]:
 
 
 def log_lines(project: VideoProject) -> list[str]:
-    return [event.payload["line"] for event in events_of(project) if event.kind == EventKind.LOG]
+    return [
+        line
+        for event in events_of(project)
+        if event.kind == EventKind.LOG
+        for line in event.payload["lines"]
+    ]
 
 
 @pytest.fixture
@@ -253,3 +258,100 @@ def _run_render(project_id: Any) -> None:
         tasks.render_video(str(project_id))
     finally:
         connection.close()
+
+
+# --- The reporter's log lines ------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def reporter(scripted_project: VideoProject, settings: Any) -> progress.Reporter:
+    """A running render's reporter on a clock the test moves; its first write is done."""
+    settings.PROGRESS_MIN_INTERVAL = 0.25
+    lifecycle.start_job(scripted_project, Step.RENDER)
+    assert lifecycle.claim(scripted_project.pk, Step.RENDER, "worker-1") is not None
+    reporter = progress.Reporter(
+        scripted_project.pk,
+        step=Step.RENDER,
+        lease_owner="worker-1",
+        stages=[progress.Stage("scene", "Rendering", 1.0)],
+        deadline=10_000.0,
+        clock=FakeClock(),
+    )
+    reporter.begin(0)
+    return reporter
+
+
+def log_events(project_id: Any) -> list[list[str]]:
+    events = VideoProject.objects.get(pk=project_id).events.filter(kind=EventKind.LOG)
+    return [event.payload["lines"] for event in events.order_by("seq")][1:]  # after "Picked up"
+
+
+@pytest.mark.django_db
+def test_lines_logged_within_one_interval_travel_in_one_event(
+    reporter: progress.Reporter,
+) -> None:
+    for number in range(1000):
+        reporter.log(f"line {number}")
+    assert log_events(reporter.project_id) == []
+
+    reporter.clock.now += 0.25
+    reporter.log("line 1000")
+
+    [lines] = log_events(reporter.project_id)
+    assert lines == [f"line {number}" for number in range(1001)]
+    event = VideoProject.objects.get(pk=reporter.project_id).events.filter(kind=EventKind.LOG)
+    assert event.last().payload["line"] == "\n".join(lines)
+
+
+@pytest.mark.django_db
+def test_lines_across_intervals_make_one_event_per_interval_and_the_flush_writes_the_rest(
+    reporter: progress.Reporter,
+) -> None:
+    for interval in range(3):
+        for number in range(5):
+            reporter.log(f"{interval}.{number}")
+        reporter.clock.now += 0.3
+    reporter.log("the last line")
+    reporter.clock.now += 0.1
+    reporter.log("logged after the last write")
+
+    # The first line past an interval's end is what writes the interval.
+    assert log_events(reporter.project_id) == [
+        ["0.0", "0.1", "0.2", "0.3", "0.4", "1.0"],
+        ["1.1", "1.2", "1.3", "1.4", "2.0"],
+        ["2.1", "2.2", "2.3", "2.4", "the last line"],
+    ]
+
+    reporter.flush()
+
+    assert log_events(reporter.project_id)[3:] == [["logged after the last write"]]
+
+
+@pytest.mark.django_db
+def test_a_flood_of_lines_is_written_early_in_bounded_batches_and_none_is_lost(
+    reporter: progress.Reporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress, "MAX_PENDING_LINES", 10)
+    monkeypatch.setattr(progress, "MAX_PENDING_CHARS", 100)
+
+    for number in range(25):
+        reporter.log(f"line {number}")
+    reporter.log("x" * 5000)  # cut to 2000 characters, and over the character bound alone
+    reporter.log("the rest")
+    reporter.flush()
+
+    batches = log_events(reporter.project_id)
+    assert [len(batch) for batch in batches] == [10, 10, 6, 1]
+    assert [line for batch in batches for line in batch] == [
+        *(f"line {number}" for number in range(25)),
+        "x" * 2000,
+        "the rest",
+    ]

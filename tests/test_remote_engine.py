@@ -242,6 +242,20 @@ def test_past_its_retries_it_raises_a_transient_error_and_keeps_the_checkpoint(
     assert not clip.exists()
 
 
+def test_an_unreachable_provider_is_retried_and_its_address_stays_in_the_worker(
+    remote: FakeVideoProvider, clip: Path, settings: Any
+) -> None:
+    settings.REMOTE_VIDEO_MAX_RETRIES = 1
+    remote.stop()  # nothing listens at its address any more
+
+    with pytest.raises(TransientEngineError) as raised:
+        render(clip, progress := RecordingProgress())
+
+    said = [str(raised.value), *progress.lines, *progress.messages()]
+    assert "the connection to the provider failed (check REMOTE_VIDEO_BASE_URL)" in said[0]
+    assert not any("127.0.0.1" in text or "http" in text for text in said), said
+
+
 def test_a_checkpointed_video_is_resumed_without_a_post(
     remote: FakeVideoProvider, clip: Path
 ) -> None:

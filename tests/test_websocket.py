@@ -9,6 +9,7 @@ and a web server that restarts mid-job.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -16,15 +17,29 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import DatabaseError, connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from projects import lifecycle
-from projects.models import Step, VideoProject, WebSocketSubscription
+from projects import bus, lifecycle
+from projects.bus import close_bus
+from projects.consumers import BrowserOriginValidator, ProgressConsumer
+from projects.cursors import SessionCursors
+from projects.models import (
+    LiveClient,
+    Step,
+    VideoProject,
+    WebSocketSession,
+    WebSocketSubscription,
+)
 from tests.conftest import AsgiServer
 from tests.live import assert_each_once, job_over, long_render
 from tests.waiting import wait_for
@@ -52,9 +67,17 @@ def _receive(socket: ClientConnection, timeout: float = 20) -> dict[str, Any]:
 
 
 def _read_events(
-    socket: ClientConnection, project: VideoProject, into: list[dict], stop_after: int = 0
+    socket: ClientConnection,
+    project: VideoProject,
+    into: list[dict],
+    stop_after: int = 0,
+    *,
+    ack: bool = False,
 ) -> None:
-    """Collect event messages until the job's last event (or `stop_after` of them) arrived."""
+    """Collect event messages until the job's last event (or `stop_after` of them) arrived.
+
+    With `ack`, acknowledge each event as a careful client does once it has it.
+    """
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         message = _receive(socket)
@@ -62,11 +85,25 @@ def _read_events(
             continue
         assert message["task_id"] == str(project.pk)
         into.append(message)
+        if ack:
+            _ack(socket, project, message["payload"]["seq"])
         if stop_after and len(into) >= stop_after:
             return
         if job_over(project) and message["payload"]["seq"] >= project.version:
             return
     raise AssertionError(f"no end after 60 s; seqs {_seqs(into)}")
+
+
+def _ack(socket: ClientConnection, project: VideoProject | str, seq: Any) -> None:
+    task_id = str(project.pk) if isinstance(project, VideoProject) else project
+    socket.send(json.dumps({"action": "ack", "task_id": task_id, "seq": seq}))
+
+
+def _settle(socket: ClientConnection) -> None:
+    """Wait until the server has acted on everything sent so far (it answers in order)."""
+    socket.send(json.dumps({"type": "ping"}))
+    while (message := _receive(socket))["type"] != "pong":
+        assert message["type"] != "error", message
 
 
 def _seqs(messages: list[dict]) -> list[int]:
@@ -139,7 +176,8 @@ def test_a_client_that_reconnects_with_its_old_client_id_misses_nothing(
         assert _receive(socket)["type"] == "subscribed"
         first = _receive(socket)["payload"]["seq"]
         _start(project, "render")
-        _read_events(socket, project, before, stop_after=4)
+        _read_events(socket, project, before, stop_after=4, ack=True)
+        _settle(socket)
     cut_at = before[-1]["payload"]["seq"]
     wait_for(lambda: job_over(project) or project.version > cut_at + 3, "the job to move on")
 
@@ -154,6 +192,59 @@ def test_a_client_that_reconnects_with_its_old_client_id_misses_nothing(
     assert_each_once(_seqs(before + after), first + 1, project.version)
     assert after[-1]["payload"]["status"] == "COMPLETED"
     assert after[-1]["payload"]["result"]["videoUrl"]
+
+
+@pytest.mark.worker
+def test_a_reconnect_replays_what_was_sent_after_the_last_ack(
+    qcluster: Any, asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    # The bug: the cursor followed what the server sent, so events in flight
+    # when the connection died (here: received, never processed) were lost.
+    project = long_render(make_project)
+    received: list[dict] = []
+    with _socket(asgi_server, alice) as socket:
+        client_id = _receive(socket)["payload"]["client_id"]
+        socket.send(json.dumps({"action": "subscribe", "task_id": str(project.pk)}))
+        assert _receive(socket)["type"] == "subscribed"
+        first = _receive(socket)["payload"]["seq"]
+        _start(project, "render")
+        _read_events(socket, project, received, stop_after=6)
+        processed = received[:2]
+        _ack(socket, project, _seqs(processed)[-1])
+        _settle(socket)
+    acked = _seqs(processed)[-1]
+    assert _seqs(received)[-1] > acked + 1, "events were sent past the ack"
+    wait_for(lambda: job_over(project) or project.version > acked + 8, "the job to move on")
+
+    after: list[dict] = []
+    with _socket(asgi_server, alice, f"?old_client_id={client_id}") as socket:
+        assert _receive(socket)["type"] == "reconnected"
+        _read_events(socket, project, after, ack=True)
+
+    assert _seqs(after)[0] == acked + 1, "the events after the last ack come again"
+    assert_each_once(_seqs(processed + after), first + 1, project.version)
+    assert after[-1]["payload"]["status"] == "COMPLETED"
+
+
+def test_a_client_that_never_acks_is_replayed_everything_since_it_subscribed(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    project = make_project()
+    with _socket(asgi_server, alice) as socket:
+        client_id = _receive(socket)["payload"]["client_id"]
+        socket.send(json.dumps({"action": "subscribe", "task_id": str(project.pk)}))
+        assert _receive(socket)["type"] == "subscribed"
+        started_at = _receive(socket)["payload"]["seq"]
+        lifecycle.edit_brief(project, {"style": "noir"})
+        lifecycle.edit_brief(project, {"style": "pastel"})
+        project.refresh_from_db()
+        seen = [_receive(socket) for _ in range(project.version - started_at)]
+        assert _seqs(seen) == list(range(started_at + 1, project.version + 1))
+
+    with _socket(asgi_server, alice, f"?old_client_id={client_id}") as socket:
+        assert _receive(socket)["type"] == "reconnected"
+        again = [_receive(socket) for _ in range(project.version - started_at)]
+    assert _seqs(again) == _seqs(seen), "nothing was acked: all of it comes again"
 
 
 @pytest.mark.worker
@@ -181,11 +272,11 @@ def test_the_socket_survives_a_restart_of_the_web_server_mid_job(
                     assert _receive(socket)["type"] == "subscribed"
                     received.append(_receive(socket))  # the current status
                     _start(project, "render")
-                    _read_events(socket, project, received, stop_after=4)
+                    _read_events(socket, project, received, stop_after=4, ack=True)
                     restarter.start()
                 else:
                     assert hello["type"] == "reconnected", hello
-                _read_events(socket, project, received)
+                _read_events(socket, project, received, ack=True)
         except (ConnectionClosed, OSError) as gone:
             if isinstance(gone, ConnectionClosed) and gone.rcvd is not None:
                 close_codes.append(gone.rcvd.code)
@@ -300,3 +391,206 @@ def test_staff_see_sockets_by_the_projects_they_follow(
     assert active["byProject"] == [
         {"project": str(project.pk), "sse": 0, "websocket": 1, "openai": 0}
     ]
+
+
+def _subscription(project: VideoProject) -> WebSocketSubscription:
+    return WebSocketSubscription.objects.get(project=project)
+
+
+def _gone(client_id: str) -> bool:
+    """Whether the server has finished with the socket (its cursors are written by then)."""
+    return not LiveClient.objects.filter(session_id=client_id).exists()
+
+
+def test_acks_never_move_a_cursor_back(
+    asgi_server: AsgiServer, alice: User, scripted_project: VideoProject
+) -> None:
+    project = scripted_project
+    last = project.version
+    with _socket(asgi_server, alice) as socket:
+        client_id = _receive(socket)["payload"]["client_id"]
+        socket.send(json.dumps({"action": "subscribe", "task_id": str(project.pk), "since": 0}))
+        assert _receive(socket)["type"] == "subscribed"
+        assert _seqs([_receive(socket) for _ in range(last)]) == list(range(1, last + 1))
+        for seq in [last - 1, 1, last - 2]:
+            _ack(socket, project, seq)
+        _settle(socket)
+    wait_for(lambda: _gone(client_id), "the server to let the socket go")
+    assert _subscription(project).last_seq == last - 1
+
+    with _socket(asgi_server, alice, f"?old_client_id={client_id}") as socket:
+        assert _receive(socket)["type"] == "reconnected"
+        assert _receive(socket)["payload"]["seq"] == last, "only the unacked event comes again"
+
+
+def test_invalid_acks_are_refused_and_change_nothing(
+    asgi_server: AsgiServer, alice: User, charlie: User, make_project: Any
+) -> None:
+    project, other = make_project(), make_project()
+    charlies = make_project(owner=charlie)
+    refusals = [
+        (str(project.pk), "3", "invalid"),
+        (str(project.pk), -1, "invalid"),
+        (str(project.pk), True, "invalid"),
+        (str(project.pk), 1.5, "invalid"),
+        (str(project.pk), None, "invalid"),
+        (str(project.pk), project.version + 1, "invalid"),
+        (str(other.pk), 1, "not_found"),  # hers, but this socket does not follow it
+        (str(charlies.pk), 1, "not_found"),
+        ("nope", 1, "not_found"),
+    ]
+    with _socket(asgi_server, alice) as socket:
+        client_id = _receive(socket)["payload"]["client_id"]
+        socket.send(json.dumps({"action": "subscribe", "task_id": str(project.pk), "since": 0}))
+        assert _receive(socket)["type"] == "subscribed"
+        assert _seqs([_receive(socket) for _ in range(project.version)])[-1] == project.version
+        for task_id, seq, code in refusals:
+            _ack(socket, task_id, seq)
+            refused = _receive(socket)
+            assert refused["type"] == "error", (seq, refused)
+            assert refused["payload"]["code"] == code, (seq, refused)
+            assert "seq" not in refused["payload"]
+        _ack(socket, project, 1)  # a good ack is silent
+        socket.send(json.dumps({"type": "ping"}))
+        assert _receive(socket)["type"] == "pong"
+    wait_for(lambda: _gone(client_id), "the server to let the socket go")
+    assert _subscription(project).last_seq == 1
+
+
+def test_cursors_of_many_sockets_are_written_in_one_statement_per_flush(
+    alice: User, make_project: Any
+) -> None:
+    projects = [make_project() for _ in range(3)]
+    sessions = [WebSocketSession.objects.create(user=alice) for _ in range(20)]
+    for session in sessions:
+        for project in projects:
+            WebSocketSubscription.objects.create(session=session, project=project, last_seq=5)
+    book = SessionCursors()
+    for session in sessions:
+        for project in projects:
+            for seq in range(1, 10):  # one socket acking every event
+                book.ack(str(session.client_id), str(project.pk), seq)
+    lagging = sessions[0]
+    book.ack(str(lagging.client_id), str(projects[0].pk), 3)  # behind: never moves back
+
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(book.flush)()
+    assert len(queries) == 1, [query["sql"] for query in queries]
+    assert set(WebSocketSubscription.objects.values_list("last_seq", flat=True)) == {9}
+
+    WebSocketSubscription.objects.filter(session=lagging).update(last_seq=12)
+    book.ack(str(lagging.client_id), str(projects[0].pk), 10)
+    book.ack(str(sessions[1].client_id), str(projects[0].pk), 11)
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(book.flush)()
+        async_to_sync(book.flush)()  # nothing pending: no statement
+    assert len(queries) == 1
+    cursors = dict(
+        WebSocketSubscription.objects.filter(project=projects[0]).values_list(
+            "session_id", "last_seq"
+        )
+    )
+    assert cursors[lagging.client_id] == 12, "a cursor never moves back"
+    assert cursors[sessions[1].client_id] == 11
+    assert book.unwritten(str(sessions[1].client_id)) == {}
+
+
+def test_a_feed_that_cannot_read_the_log_closes_the_socket_with_1011(
+    alice: User, scripted_project: VideoProject, monkeypatch: Any, caplog: Any
+) -> None:
+    async def broken_read(*args: Any, **kwargs: Any) -> list[dict]:
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(bus, "read_events", broken_read)
+
+    async def scenario() -> dict[str, Any]:
+        socket = _in_process(ProgressConsumer.as_asgi(), user=alice)
+        try:
+            await socket.send_input({"type": "websocket.connect"})
+            assert (await socket.receive_output(10))["type"] == "websocket.accept"
+            assert (await _json_from(socket))["type"] == "connected"
+            subscribe = {"action": "subscribe", "task_id": str(scripted_project.pk), "since": 0}
+            await socket.send_input({"type": "websocket.receive", "text": json.dumps(subscribe)})
+            assert (await _json_from(socket))["type"] == "subscribed"
+            return await socket.receive_output(10)
+        finally:
+            await socket.send_input({"type": "websocket.disconnect", "code": 1011})
+            await socket.wait(10)
+            await close_bus()
+
+    with caplog.at_level(logging.ERROR, logger="projects.consumers"):
+        closed = async_to_sync(scenario)()
+    assert closed == {"type": "websocket.close", "code": 1011}
+    failure = next(r for r in caplog.records if r.name == "projects.consumers")
+    assert "failed" in failure.getMessage() and failure.exc_info
+    assert "the database went away" in str(failure.exc_info[1])
+
+
+def _in_process(app: Any, **scope: Any) -> ApplicationCommunicator:
+    """A socket to an ASGI app in this process (Channels' own helper needs daphne)."""
+    scope = {"type": "websocket", "path": "/ws/progress/", "query_string": b"", **scope}
+    return ApplicationCommunicator(app, {"headers": [], "subprotocols": [], **scope})
+
+
+async def _json_from(socket: ApplicationCommunicator) -> dict[str, Any]:
+    message = await socket.receive_output(10)
+    assert message["type"] == "websocket.send", message
+    return json.loads(message["text"])
+
+
+class _Accept(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.accept()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "origin", "allowed"),
+    [
+        ("ws", "127.0.0.1:8000", "http://127.0.0.1:8000", True),
+        ("ws", "localhost", "http://LOCALHOST:80", True),  # the default port, spelled out
+        ("wss", "localhost", "https://localhost", True),
+        ("ws", "127.0.0.1:8000", "http://127.0.0.1:9000", False),  # same host, other port
+        ("ws", "127.0.0.1:8000", "https://127.0.0.1:8000", False),  # https is another origin
+        ("wss", "localhost", "http://localhost", False),
+        ("ws", "127.0.0.1:8000", "http://localhost:8000", False),
+        ("ws", "127.0.0.1:8000", "null", False),
+        ("ws", "evil.example", "http://evil.example", False),  # not in ALLOWED_HOSTS
+        ("ws", "127.0.0.1:8000", "https://app.example.com", True),  # CSRF_TRUSTED_ORIGINS
+        ("ws", "127.0.0.1:8000", "https://app.example.com:8443", False),
+        ("ws", "127.0.0.1:8000", None, True),  # a program sends no Origin
+    ],
+)
+def test_a_browser_socket_must_come_from_the_same_origin_or_a_trusted_one(
+    settings: Any, scheme: str, host: str, origin: str | None, allowed: bool
+) -> None:
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com"]
+    headers = [(b"host", host.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+
+    async def handshake() -> bool:
+        app = BrowserOriginValidator(_Accept.as_asgi())
+        socket = _in_process(app, scheme=scheme, headers=headers)
+        await socket.send_input({"type": "websocket.connect"})
+        answer = await socket.receive_output(5)
+        await socket.send_input({"type": "websocket.disconnect", "code": 1000})
+        await socket.wait(5)
+        return answer["type"] == "websocket.accept"
+
+    assert async_to_sync(handshake)() is allowed
+
+
+def test_the_web_server_refuses_a_browser_socket_from_another_port_or_scheme(
+    asgi_server: AsgiServer, alice: User
+) -> None:
+    url = f"{asgi_server.ws_url}/ws/progress/"
+    for origin in [
+        f"http://127.0.0.1:{asgi_server.port + 1}",
+        f"https://127.0.0.1:{asgi_server.port}",
+    ]:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=_token(alice), origin=origin, open_timeout=10)
+        assert refused.value.response.status_code == 403, origin
+    with connect(url, additional_headers=_token(alice), origin=asgi_server.url) as socket:
+        assert _receive(socket)["type"] == "connected"

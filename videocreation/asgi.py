@@ -26,6 +26,7 @@ from projects.consumers import (  # noqa: E402
     ProgressConsumer,
     TokenHeaderAuthMiddleware,
 )
+from videocreation.middleware import RequestBodyLimit  # noqa: E402
 from videocreation.settings import require_production_secret  # noqa: E402
 
 require_production_secret()
@@ -44,7 +45,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        "http": RequestBodyLimit(http_application),
         "websocket": BrowserOriginValidator(
             AuthMiddlewareStack(
                 TokenHeaderAuthMiddleware(

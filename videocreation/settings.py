@@ -163,9 +163,18 @@ else:
 
 # The longest a job may run before it is failed with a clear error.
 JOB_TIME_LIMIT = env_int("JOB_TIME_LIMIT", 20 * 60, minimum=10)
-# A worker holds a job for this long past its last report; a sweeper puts
-# back jobs whose lease ran out (their worker died).
-JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60, minimum=5)
+# A worker holds a job for this long; a heartbeat renews the lease every
+# JOB_HEARTBEAT_SECONDS whatever the engine is doing, and every worker's sweeper
+# (`manage.py worker`, every JOB_SWEEP_SECONDS) puts back jobs whose lease ran
+# out: a job whose worker died is taken up again within lease + sweep seconds.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 10, minimum=3)
+JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 2.0, minimum=0.1)
+JOB_SWEEP_SECONDS = env_float("JOB_SWEEP_SECONDS", 1.0, minimum=0.1)
+if JOB_HEARTBEAT_SECONDS * 2 > JOB_LEASE_SECONDS:
+    raise ImproperlyConfigured(
+        "JOB_HEARTBEAT_SECONDS must be at most half of JOB_LEASE_SECONDS, "
+        "or one late heartbeat loses a live worker its job."
+    )
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 JOB_RETRY_BACKOFF_SECONDS = env_float("JOB_RETRY_BACKOFF_SECONDS", 2.0)
 # At most this many progress writes per second per job; the last state is always written.
@@ -221,6 +230,9 @@ REMOTE_VIDEO_RETRY_BACKOFF_SECONDS = env_float("REMOTE_VIDEO_RETRY_BACKOFF_SECON
 # gets SIGTERM, then SIGKILL after the grace, so a script can tidy up first.
 RENDER_COMMAND = env_str("RENDER_COMMAND", "")
 RENDER_COMMAND_STOP_GRACE_SECONDS = env_float("RENDER_COMMAND_STOP_GRACE_SECONDS", 3.0)
+# The script sees an allow-listed environment (PATH, HOME, locale, …) and these
+# names too, comma-separated: what the team's pipeline needs, never our secrets.
+RENDER_COMMAND_ENV = env_list("RENDER_COMMAND_ENV", "")
 
 # Events of projects idle this long are pruned by a daily django-q2 schedule.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
@@ -279,6 +291,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "projects.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -299,6 +316,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Project ids take any URL segment (projects.ownership); their schema is still a UUID.
+    "PATH_CONVERTER_OVERRIDES": {"pid": {"type": "string", "format": "uuid"}},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "projects.api.schema.document_async_views",
@@ -306,6 +325,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Files ------------------------------------------------------------------
+
+# The largest request body (bytes) an API call may send; past it: 413. Django's
+# default, 2.5 MB, is far above any real request (a brief is ≤ 2,000 characters,
+# a whole script ~25 KB) and small enough that holding it in memory is harmless.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))

@@ -38,5 +38,6 @@ urlpatterns = [
     path("v1/chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
 ]
 
+handler400 = "projects.api.errors.bad_request"
 handler404 = "projects.api.errors.not_found"
 handler500 = "projects.api.errors.server_error"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -22,6 +24,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, IdempotencyKeyReused):
         return Response({"detail": str(exc), "code": "idempotency_key_reused"}, status=422)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own answer would be an HTML 400 page.
+        return Response({"detail": too_large_message(), "code": "too_large"}, status=413)
+    if isinstance(exc, Http404):
+        # DRF's handler would answer it without our `code`.
+        exc = exceptions.NotFound(str(exc) or None)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -60,6 +68,10 @@ def _messages(errors: Any) -> list[str]:
     return [str(errors)]
 
 
+def too_large_message() -> str:
+    return f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes."
+
+
 def json_error(status: int, detail: str, code: str) -> JsonResponse:
     return JsonResponse({"detail": detail, "code": code}, status=status)
 
@@ -67,6 +79,24 @@ def json_error(status: int, detail: str, code: str) -> JsonResponse:
 def _openai_error(status: int, message: str, type: str, code: str) -> JsonResponse:
     error = {"message": message, "type": type, "param": None, "code": code}
     return JsonResponse({"error": error}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> Any:
+    """Django's 400s (a body too large, a malformed request) in the shape of the path's API."""
+    too_large = isinstance(exception, RequestDataTooBig)
+    if request.path.startswith("/v1/"):
+        if too_large:
+            return _openai_error(413, too_large_message(), "invalid_request_error", "too_large")
+        return _openai_error(
+            400, "The request could not be read.", "invalid_request_error", "bad_request"
+        )
+    if request.path.startswith("/api/"):
+        if too_large:
+            return json_error(413, too_large_message(), "too_large")
+        return json_error(400, "The request could not be read.", "bad_request")
+    from django.views.defaults import bad_request as html_bad_request
+
+    return html_bad_request(request, exception)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> Any:

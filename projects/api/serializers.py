@@ -8,6 +8,11 @@ from rest_framework import serializers
 
 from projects.models import AspectRatio, Status, Step
 
+# The largest seq (or count) a PositiveBigIntegerField holds: a signed 64-bit column.
+# A query number above it is refused with a 400, never sent to the database.
+MAX_SEQ = 2**63 - 1
+MAX_SCENES = 12
+
 
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know, so a typo or a read-only field is an error, not a no-op."""
@@ -29,7 +34,7 @@ class BriefSerializer(StrictSerializer):
         choices=AspectRatio.choices, source="aspect_ratio", default=AspectRatio.WIDE
     )
     sceneCount = serializers.IntegerField(
-        min_value=1, max_value=12, source="scene_count", default=4
+        min_value=1, max_value=MAX_SCENES, source="scene_count", default=4
     )
     secondsPerScene = serializers.IntegerField(
         min_value=2, max_value=10, source="seconds_per_scene", default=4
@@ -46,7 +51,7 @@ class SceneSerializer(StrictSerializer):
 
 class ScriptSerializer(StrictSerializer):
     title = serializers.CharField(max_length=200)
-    scenes = SceneSerializer(many=True, allow_empty=False, max_length=12)
+    scenes = SceneSerializer(many=True, allow_empty=False, max_length=MAX_SCENES)
 
     def validate_scenes(self, scenes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if [scene["index"] for scene in scenes] != list(range(len(scenes))):
@@ -59,7 +64,8 @@ class ScriptEditSerializer(StrictSerializer):
 
 
 class LogQuerySerializer(StrictSerializer):
-    offset = serializers.IntegerField(min_value=0, default=0)
+    # Bounded like a database integer, so a 20-digit offset is a 400, not an overflow.
+    offset = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
 
 
 class LogSerializer(serializers.Serializer):
@@ -68,8 +74,19 @@ class LogSerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(StrictSerializer):
-    after = serializers.IntegerField(min_value=0, default=0)
+    after = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+
+class PageQuerySerializer(serializers.Serializer):
+    """`?page=&pageSize=` of a list; other query parameters (`format`) pass untouched."""
+
+    page = serializers.RegexField(
+        r"^(last|[1-9][0-9]{0,17})$",
+        required=False,
+        error_messages={"invalid": "A page is a whole number from 1 (or `last`)."},
+    )
+    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False)
 
 
 class EventSerializer(serializers.Serializer):
@@ -124,6 +141,9 @@ class StatusSerializer(serializers.Serializer):
     totalSteps = serializers.IntegerField()
     scriptData = ScriptSerializer(allow_null=True)
     videoUrl = serializers.CharField(allow_null=True)
+    previousVideoUrl = serializers.CharField(
+        allow_null=True, help_text="The last finished video while the project is not COMPLETED."
+    )
     error = JobErrorSerializer(allow_null=True)
     attempt = serializers.IntegerField()
     version = serializers.IntegerField()

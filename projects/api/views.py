@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Func, IntegerField
 from django.http import FileResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
@@ -19,6 +20,7 @@ from rest_framework.views import APIView
 from projects import lifecycle, progress
 from projects.api.ranges import ranged_file_response
 from projects.api.serializers import (
+    MAX_SCENES,
     ActiveSerializer,
     BriefSerializer,
     ErrorSerializer,
@@ -26,6 +28,7 @@ from projects.api.serializers import (
     HistorySerializer,
     LogQuerySerializer,
     LogSerializer,
+    PageQuerySerializer,
     ProjectSerializer,
     ScriptEditSerializer,
     StatsSerializer,
@@ -33,6 +36,7 @@ from projects.api.serializers import (
 )
 from projects.lifecycle import Conflict
 from projects.models import EventKind, LiveClient, Step, VideoProject
+from projects.ownership import owned_project
 from projects.pipeline import preview_path
 
 ERRORS = {
@@ -44,11 +48,8 @@ CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="The status does n
 
 
 def get_owned_project(request: Request, project_id: Any) -> VideoProject:
-    """The caller's project, or 404 — the same 404 for someone else's and for none at all."""
-    project = VideoProject.objects.owned_by(request.user).filter(pk=project_id).first()
-    if project is None:
-        raise NotFound("No project with this id belongs to you.")
-    return project
+    """The caller's project, or 404 — the same 404 for someone else's, none, or a malformed id."""
+    return owned_project(request.user, project_id)
 
 
 class ProjectPagination(PageNumberPagination):
@@ -64,6 +65,7 @@ class ProjectsView(APIView):
         responses={200: ProjectSerializer(many=True), 401: ERRORS[401]},
     )
     def get(self, request: Request) -> Response:
+        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
         paginator = ProjectPagination()
         page = paginator.paginate_queryset(
             VideoProject.objects.owned_by(request.user).order_by("-created_at"), request, self
@@ -180,12 +182,47 @@ class LogView(APIView):
         query = LogQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         offset = query.validated_data["offset"]
-        lines = list(
-            project.events.filter(kind=EventKind.LOG)
-            .order_by("seq")
-            .values_list("payload__line", flat=True)[offset : offset + self.MAX_LINES]
-        )
+        lines = _log_lines(project, offset, self.MAX_LINES)
         return Response({"lines": lines, "nextOffset": offset + len(lines)})
+
+
+class _LineCount(Func):
+    """How many lines a `log` event carries, counted by the database (older events: one)."""
+
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return "COALESCE(json_array_length(payload, '$.lines'), 1)", []
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return "COALESCE(jsonb_array_length(payload -> 'lines'), 1)", []
+
+
+def _log_lines(project: VideoProject, offset: int, limit: int) -> list[str]:
+    """Lines `offset` to `offset + limit` of the job log, which events carry in batches.
+
+    The line counts come from the database, so only the events that hold the
+    page are read whole, however late the offset in a long log.
+    """
+    log = project.events.filter(kind=EventKind.LOG).order_by("seq")
+    counts = log.annotate(line_count=_LineCount()).values_list("seq", "line_count")
+    seqs: list[int] = []
+    skip, held = offset, 0
+    for seq, count in counts.iterator():
+        if not seqs and skip >= count:
+            skip -= count
+            continue
+        seqs.append(seq)
+        held += count
+        if held - skip >= limit:
+            break
+    if not seqs:
+        return []
+    lines: list[str] = []
+    page = log.filter(seq__gte=seqs[0], seq__lte=seqs[-1]).values_list("payload", flat=True)
+    for payload in page:
+        lines += payload.get("lines", [payload.get("line", "")])
+    return lines[skip : skip + limit]
 
 
 class HistoryView(APIView):
@@ -289,7 +326,7 @@ class NotifiedView(APIView):
 class VideoView(APIView):
     @extend_schema(
         operation_id="download_video",
-        summary="The rendered MP4 (Range requests answer 206)",
+        summary="The last finished MP4, whatever the status (Range requests answer 206)",
         responses={
             (200, "video/mp4"): OpenApiResponse(description="The whole video."),
             (206, "video/mp4"): OpenApiResponse(description="The requested byte range."),
@@ -299,7 +336,8 @@ class VideoView(APIView):
     )
     def get(self, request: Request, project_id: Any) -> HttpResponseBase:
         project = get_owned_project(request, project_id)
-        if project.video_url is None:
+        # Served in any status: a re-render, cancelled or failed, keeps the last video.
+        if not project.video:
             raise NotFound("This project has no rendered video yet.")
         path = Path(settings.MEDIA_ROOT) / project.video.name
         if not path.is_file():
@@ -319,7 +357,11 @@ class ScenePreviewView(APIView):
     )
     def get(self, request: Request, project_id: Any, index: int) -> HttpResponseBase:
         project = get_owned_project(request, project_id)
-        path = preview_path(project.pk, index)
+        if index >= MAX_SCENES:
+            # A huge index would make a file name the OS refuses: an OSError, a 500.
+            raise NotFound("This scene has no preview.")
+        # The saved script's previews; a rewrite draws its own beside them.
+        path = preview_path(project.pk, index, project.preview_set)
         if not path.is_file():
             raise NotFound("This scene has no preview.")
         response = FileResponse(path.open("rb"), content_type="image/webp")

@@ -8,11 +8,13 @@ that renders them; either left empty means `VIDEO_ENGINE`. Each is a name from
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.core import checks
 from django.utils.module_loading import import_string
 
-from projects.engines.base import Engine, ProjectSpec, Scene, StageProgress
+from projects.engines.base import Engine, EngineError, ProjectSpec, Scene, StageProgress
 
 ENGINES = {
     "local": "projects.engines.local.LocalEngine",
@@ -23,16 +25,53 @@ ENGINES = {
 
 
 def get_engine() -> Engine:
-    script_engine = settings.SCRIPT_ENGINE or settings.VIDEO_ENGINE
-    render_engine = settings.RENDER_ENGINE or settings.VIDEO_ENGINE
-    script = _load(script_engine)
-    if render_engine == script_engine:
+    """The engine for both stages, or a `MisconfiguredEngine` error naming the setting at fault."""
+    script_setting, script_name = _chosen("SCRIPT_ENGINE")
+    render_setting, render_name = _chosen("RENDER_ENGINE")
+    script = _load(script_setting, script_name)
+    if render_name == script_name:
         return script
-    return StagedEngine(script, _load(render_engine))
+    return StagedEngine(script, _load(render_setting, render_name))
 
 
-def _load(name: str) -> Engine:
-    return import_string(ENGINES.get(name, name))()
+def _chosen(setting: str) -> tuple[str, str]:
+    """Which setting names the stage's engine (its own, or VIDEO_ENGINE), and the name."""
+    own = getattr(settings, setting)
+    return (setting, own) if own else ("VIDEO_ENGINE", settings.VIDEO_ENGINE)
+
+
+def _load(setting: str, name: str) -> Engine:
+    return engine_class(setting, name)()
+
+
+def engine_class(setting: str, name: str) -> type[Engine]:
+    try:
+        return import_string(ENGINES.get(name, name))
+    except ImportError as error:
+        raise MisconfiguredEngine(
+            f"{setting} is {name!r}, which is not an engine: use one of "
+            f"{', '.join(ENGINES)} or the dotted path of an engine class ({error})."
+        ) from error
+
+
+def check_engine_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """A system check: a worker refuses to start with an engine name that loads nothing."""
+    problems = []
+    for setting in ("VIDEO_ENGINE", "SCRIPT_ENGINE", "RENDER_ENGINE"):
+        name = getattr(settings, setting)
+        if not name:
+            continue
+        try:
+            engine_class(setting, name)
+        except MisconfiguredEngine as error:
+            problems.append(checks.Error(str(error), id="projects.E001"))
+    return problems
+
+
+class MisconfiguredEngine(EngineError):
+    """An engine setting names something that cannot be loaded."""
+
+    code = "misconfigured"
 
 
 class StagedEngine:

@@ -12,6 +12,13 @@ Exit 0 with a playable H.264 clip is success; exit 75 (EX_TEMPFAIL) asks for
 another attempt; any other exit fails the job with the script's last lines.
 A stop (cancel, lost lease, time limit, any error of ours) ends the whole
 group: SIGTERM, a grace of `RENDER_COMMAND_STOP_GRACE_SECONDS`, then SIGKILL.
+A worker that dies takes the script with it (Linux's parent-death signal),
+and the group's id stays in a pid file in the job's work folder until the
+group is reaped, so the next attempt ends whatever an earlier one left running.
+
+The script runs in the scene's work folder, with an allow-listed environment:
+the worker's secrets (SECRET_KEY, database and broker URLs, API keys) never
+reach it; `RENDER_COMMAND_ENV` names what else may pass through.
 The script job's stages stay the local engine's, as does `compose`, which
 joins the clips without re-encoding them.
 """
@@ -19,7 +26,9 @@ joins the clips without re-encoding them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import logging
 import os
 import re
 import selectors
@@ -27,10 +36,11 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,14 +65,19 @@ TAIL_LINES = 10
 MAX_LINE_BYTES = 64 * 1024
 # The child exited but something it started still holds its pipes open.
 DRAIN_SECONDS = 1.0
-# The product's own secrets; the rest of the worker's environment is the script's.
-PRIVATE_ENV = (
-    "SECRET_KEY",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "SCRIPT_LLM_API_KEY",
-    "REMOTE_VIDEO_API_KEY",
-)
+# What a script passes on from the worker's environment, beside RENDER_COMMAND_ENV.
+# Enough to find programs (PATH), write caches and temporary files (HOME,
+# TMPDIR), know who runs it (USER, LOGNAME: some tools ask) and read and print
+# text and dates as the machine does (LANG, LANGUAGE, LC_*, TZ). Everything
+# else, the product's secrets first, stays in the worker.
+PASSED_ENV = ("PATH", "HOME", "TMPDIR", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ")
+PASSED_ENV_PREFIXES = ("LC_",)
+# Left in the job's work folder while a command runs: its process group id.
+PID_FILE = "render-command.pid"
+# linux/prctl.h: deliver a signal to this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+logger = logging.getLogger(__name__)
 _PROGRESS_LINE = re.compile(
     r"^PROGRESS\s+(?:(?P<stage>.+?)\s+)?(?P<current>\d+)\s*/\s*(?P<total>\d+)\s*$"
 )
@@ -101,13 +116,16 @@ class CommandEngine(LocalEngine):
         paths = ScenePaths.beside(clip_path)
         label = f"Scene {scene.index + 1}"
         paths.workdir.mkdir(parents=True, exist_ok=True)
+        group = _Group(job_workdir(spec.project_id), spec.project_id)
+        if group.reap_earlier():
+            progress.log(f"{label}: stopped what an earlier try of the command left running")
         # The program's name only: a command line may carry a token.
         progress.log(f"{label}: running the render command ({Path(command[0]).name})")
         with _clip_output(clip_path) as output:
             paths.scene_file.write_text(json.dumps(scene_document(spec, scene, paths, output)))
             env = environment(spec, scene, paths, output)
             bar = _Bar(progress, paths.checkpoint, label)
-            status, tail = _run(command, env, bar, progress, label)
+            status, tail = _run(command, env, paths.workdir, group, bar, progress, label)
             _check_exit(status, tail, output, label)
             _check_clip(output, spec, label)
         # The clip is the checkpoint from now on; the script's own is spent.
@@ -127,7 +145,16 @@ def command_from_settings() -> list[str]:
         raise EngineError(
             "RENDER_COMMAND is not set: the command render engine needs the command to run."
         )
+    # The script runs in its work folder; a relative program path still means
+    # what it meant where the worker was started.
+    if os.sep in command[0] and not os.path.isabs(command[0]):
+        command[0] = os.path.abspath(command[0])
     return command
+
+
+def job_workdir(project_id: str) -> Path:
+    """The job's own folder for the engine's bookkeeping, beside its clips."""
+    return Path(settings.MEDIA_ROOT) / "projects" / project_id / "work"
 
 
 def scene_document(
@@ -154,8 +181,7 @@ def scene_document(
 
 def environment(spec: ProjectSpec, scene: Scene, paths: ScenePaths, output: Path) -> dict[str, str]:
     width, height = spec.size
-    inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
-    return inherited | {
+    return _passed_env() | {
         "VIDEOCREATION_SCENE": str(paths.scene_file),
         "VIDEOCREATION_OUTPUT": str(output),
         "VIDEOCREATION_CHECKPOINT": str(paths.checkpoint),
@@ -170,6 +196,16 @@ def environment(spec: ProjectSpec, scene: Scene, paths: ScenePaths, output: Path
         "VIDEOCREATION_FFMPEG": ffmpeg_exe(),
         # Python scripts would otherwise hold their prints until they exit.
         "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _passed_env() -> dict[str, str]:
+    """The part of the worker's environment a script may see: an allow-list, never a deny-list."""
+    named = set(PASSED_ENV) | set(settings.RENDER_COMMAND_ENV)
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in named or name.startswith(PASSED_ENV_PREFIXES)
     }
 
 
@@ -193,7 +229,13 @@ def _clip_output(clip_path: Path) -> Iterator[Path]:
 
 
 def _run(
-    command: list[str], env: dict[str, str], bar: _Bar, progress: StageProgress, label: str
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    group: _Group,
+    bar: _Bar,
+    progress: StageProgress,
+    label: str,
 ) -> tuple[int, list[str]]:
     """Run the command to its end, reporting as it goes; its exit status and last lines."""
     try:
@@ -205,24 +247,48 @@ def _run(
             # them, so the last lines of a failure are the last it wrote.
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
     except OSError as error:
-        raise EngineError(f"{label}: the render command could not be started: {error}") from error
+        logger.warning("RENDER_COMMAND %r could not be started", command[0], exc_info=True)
+        reason = error.strerror or type(error).__name__
+        raise EngineError(f"{label}: the render command could not be started: {reason}") from error
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
+        group.record(proc.pid)
         bar.start()
         _follow(proc, bar, progress, tail)
         status = _wait(proc, progress)
     except BaseException:
         _stop_group(proc)
+        group.forget()
         raise
     finally:
         if proc.stdout is not None:
             proc.stdout.close()
     # Anything the script left running in its group goes with it.
     _stop_group(proc)
+    group.forget()
     return status, list(tail)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec so that it dies with the worker (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # Loaded here, before the fork: the child should do as little as it can.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The worker died between the fork and the prctl: nobody will send the signal.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 def _follow(
@@ -316,6 +382,61 @@ def _signal_group(pgid: int, signum: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class _Group:
+    """The pid file that remembers a running command's process group, and its use after a crash.
+
+    The child dies with the worker, but what it started lives on in its group.
+    A process whose group and environment match the file is ours for sure: a
+    group id cannot be handed out again while a process of the group lives.
+    """
+
+    def __init__(self, workdir: Path, project_id: str) -> None:
+        self.pid_file = workdir / PID_FILE
+        self.marker = f"VIDEOCREATION_PROJECT_ID={project_id}".encode()
+
+    def record(self, pgid: int) -> None:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{pgid}\n")
+
+    def forget(self) -> None:
+        self.pid_file.unlink(missing_ok=True)
+
+    def reap_earlier(self) -> bool:
+        """Kill the group an earlier attempt left running, if it is still ours; True if it was."""
+        try:
+            pgid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            self.forget()
+            return False
+        ours = pgid > 1 and any(self._is_ours(pid) for pid in _members(pgid))
+        if ours:
+            logger.warning("Killing process group %s left by an earlier render attempt", pgid)
+            _signal_group(pgid, signal.SIGKILL)
+        self.forget()
+        return ours
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return False
+        return self.marker in environ.split(b"\0")
+
+
+def _members(pgid: int) -> list[int]:
+    """The processes of group `pgid`, read from /proc (empty where there is none)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # The fields after the command name (which may hold spaces and parentheses).
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            members.append(int(entry.name))
+    return members
 
 
 # --- Reading its progress --------------------------------------------------------

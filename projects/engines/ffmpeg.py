@@ -9,6 +9,7 @@ long, so that `progress.check()` keeps being called even when ffmpeg is quiet.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import selectors
@@ -24,6 +25,8 @@ from typing import IO, BinaryIO
 import imageio_ffmpeg
 
 from projects.engines.base import EngineError, StageProgress
+
+logger = logging.getLogger(__name__)
 
 Feed = Callable[[BinaryIO], None]
 
@@ -156,7 +159,10 @@ def _start(
             start_new_session=True,
         )
     except OSError as exc:
-        raise EngineError(f"{label}: could not start ffmpeg: {exc}") from exc
+        # The binary's path is for the worker's log; the job's error gets the reason.
+        logger.warning("%s: could not start %s", label, cmd[0], exc_info=True)
+        reason = exc.strerror or type(exc).__name__
+        raise EngineError(f"{label}: could not start ffmpeg: {reason}") from exc
 
 
 def _follow(

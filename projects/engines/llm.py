@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import re
 import socket
@@ -40,7 +41,14 @@ from projects.engines.base import (
     pause,
 )
 from projects.engines.local import LocalEngine, check_spec
-from projects.engines.openai_errors import is_transient, provider_message, retry_after
+from projects.engines.openai_errors import (
+    is_transient,
+    provider_message,
+    retry_after,
+    without_addresses,
+)
+
+logger = logging.getLogger(__name__)
 
 # How often the job's thread looks up from an idle stream to call progress.check().
 POLL_SECONDS = 0.25
@@ -94,7 +102,7 @@ class LlmScriptEngine(LocalEngine):
         check_spec(spec)
         model = _model()
         client = _client()
-        progress.log(f"Asking {model} at {client.base_url} for {spec.scene_count} scenes")
+        progress.log(f"Asked the model ({model}) for {spec.scene_count} scenes")
         try:
             scenes = self._script(client, spec, progress)
         finally:
@@ -446,6 +454,7 @@ def _use(answer: Answer, spec: ProjectSpec, progress: StageProgress) -> list[Sce
 
 def _status_error(error: openai.APIStatusError) -> EngineError:
     status = error.status_code
+    logger.warning("The LLM answered %s: %s", status, error.response.text[:2000])
     message = f"The LLM answered {status}: {provider_message(error)}"
     # An empty quota is a 429 too, but no retry will fill it.
     out_of_quota = isinstance(error.body, dict) and error.body.get("code") == "insufficient_quota"
@@ -461,17 +470,19 @@ def _status_error(error: openai.APIStatusError) -> EngineError:
 
 
 def _transport_error(error: openai.APIError) -> EngineError:
-    where = settings.SCRIPT_LLM_BASE_URL
+    # The address and the network's own words are for the operator, not the job's log.
+    logger.warning(
+        "The LLM at %s failed: %r", settings.SCRIPT_LLM_BASE_URL, error.__cause__ or error
+    )
     if isinstance(error, openai.APITimeoutError):
         seconds = settings.SCRIPT_LLM_TIMEOUT_SECONDS
         return TransientEngineError(
-            f"The LLM at {where} sent nothing for {seconds:g} s (SCRIPT_LLM_TIMEOUT_SECONDS)."
+            f"The LLM sent nothing for {seconds:g} s (SCRIPT_LLM_TIMEOUT_SECONDS)."
         )
     if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__ or error
-        return TransientEngineError(f"Could not reach the LLM at {where}: {cause}")
+        return TransientEngineError("Could not reach the LLM (check SCRIPT_LLM_BASE_URL).")
     # An error event inside the stream: the server gave up half way.
-    return TransientEngineError(f"The LLM's answer broke off: {error.message}")
+    return TransientEngineError(f"The LLM's answer broke off: {without_addresses(error.message)}")
 
 
 def _wait_retry_after(error: openai.APIStatusError, progress: StageProgress, start: float) -> None:

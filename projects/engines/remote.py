@@ -24,6 +24,7 @@ Three things make it safe to stop and start again at any point:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import time
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from openai.types.video import Video
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # The provider's own progress fills this share of the scene's bar; the download the rest.
 PROVIDER_SHARE = 0.9
@@ -341,7 +343,9 @@ class _SceneRender:
                 reason = f"the provider did not answer within {self.config.timeout_seconds:g} s"
                 delay = None
             except (openai.APIConnectionError, _http.TransportError) as error:
-                reason = f"the connection to the provider failed: {error}"
+                # The network's own words name addresses: they go to the worker's log only.
+                logger.warning("%s: could not %s: %r", self.label, what, error.__cause__ or error)
+                reason = "the connection to the provider failed (check REMOTE_VIDEO_BASE_URL)"
                 delay = None
             if retry == retries:
                 raise TransientEngineError(

@@ -126,7 +126,7 @@
     const panel = panelOf(project, step);
     renderTimeline(step);
     for (const id of PANELS) document.getElementById(id).hidden = id !== panel;
-    if (panel !== "watch") $("#watch video").pause();
+    for (const video of $$(".panel[hidden] video")) video.pause();
     const draw = { brief: renderBrief, "job-panel": renderJob, review: renderReview, watch: renderWatch, failure: renderFailure };
     draw[panel](project);
     $("#workspace-title").textContent = project ? project.title : "New video";
@@ -191,6 +191,19 @@
     step.hidden = !project.totalSteps;
     step.textContent = `Step ${Math.min(project.completedSteps + 1, project.totalSteps)} of ${project.totalSteps}`;
     renderElapsed();
+    renderPrevious($("#job-previous"), project.status === "RENDERING" ? project.previousVideoUrl : null);
+  }
+
+  /* The last finished video, kept while a new render runs and after one is cancelled or fails. */
+  function renderPrevious(figure, source) {
+    const video = $("video", figure);
+    figure.hidden = !source;
+    if (!source) {
+      video.pause();
+      return;
+    }
+    if (video.getAttribute("src") !== source) video.setAttribute("src", source); // the URL names the file
+    $(".previous-download", figure).setAttribute("href", source);
   }
 
   function renderElapsed() {
@@ -211,6 +224,7 @@
   }
 
   function renderReview(project) {
+    renderPrevious($("#review-previous"), project.previousVideoUrl);
     const key = project.id + JSON.stringify(project.scriptData);
     if (state.reviewKey === key) return; // keep unsaved edits
     state.reviewKey = key;
@@ -244,7 +258,7 @@
   }
 
   function renderWatch(project) {
-    const source = `${project.videoUrl}?v=${encodeURIComponent(project.completedAt || "")}`; // a new render, a new file
+    const source = project.videoUrl; // versioned by its file: a new render, a new address
     const video = $("#watch video");
     if (video.getAttribute("src") !== source) video.setAttribute("src", source);
     $("#download-link").setAttribute("href", source);
@@ -253,6 +267,7 @@
   function renderFailure(project) {
     $("#failure-heading").textContent = `${jobName(project)} failed`;
     $("#failure-message").textContent = (project.error && project.error.message) || "The job stopped with an error.";
+    renderPrevious($("#failure-previous"), project.previousVideoUrl);
   }
 
   // --- forms and their errors ------------------------------------------------------------
@@ -551,9 +566,11 @@
       const { seq, ...status } = event;
       if (seq > stream.since) applyStatus({ id: project.id, ...status });
     };
+    // One log event carries every line logged in a moment (older events: `line` alone).
     const appendEvent = (event) => {
-      state.logOffset += 1;
-      appendLog([event.line]);
+      const lines = event.lines || [event.line];
+      state.logOffset += lines.length;
+      appendLog(lines);
     };
     // Each event in the order it came, after any log read still on its way.
     const take = (handle) => (message) => {
@@ -618,6 +635,8 @@
   function applyStatus(status, etag = null) {
     const before = state.project;
     if (!before || before.id !== status.id) return;
+    // A poll sent before a cancel can answer after it: an older version never overwrites a newer one.
+    if (status.version < before.version) return;
     mergeStatus(status);
     state.etag = etag;
     if (isRunning(before) && !isRunning(status)) {

@@ -63,8 +63,10 @@ def wait_for_status_poll(page: Page) -> None:
 
 
 def logged_lines(project: VideoProject) -> list[str]:
-    lines = project.events.filter(kind=EventKind.LOG).order_by("seq")
-    return list(lines.values_list("payload__line", flat=True))
+    events = project.events.filter(kind=EventKind.LOG).order_by("seq")
+    return [
+        line for event in events for line in event.payload.get("lines", [event.payload["line"]])
+    ]
 
 
 def shown_lines(page: Page) -> list[str]:
@@ -207,14 +209,14 @@ def test_polling_is_the_default_and_the_switch_changes_transport_mid_job(
     page.get_by_role("dialog").get_by_role("button", name="Continue").click()
 
     expect(switch).not_to_be_checked()
-    expect(lines).to_have_text([f"Picked up by worker {WORKER}"])
+    expect(lines).to_have_text(["Picked up by a worker"])
     wait_for_status_poll(page)
     assert requests.count("/events") == 0
 
     with page.expect_request("**/events*"):
         switch.check()
     switched = len(requests.paths)
-    expect(lines).to_have_text([f"Picked up by worker {WORKER}"])  # drawn again, once
+    expect(lines).to_have_text(["Picked up by a worker"])  # drawn again, once
     report(project, 40, "Writing scene 2 of 4")
     expect(lines).to_have_count(2)
     expect(page.locator("#job-percent")).to_have_text("40%")

@@ -107,7 +107,9 @@ class Command(BaseCommand):
 
     def _show(self, event: ProgressEvent) -> None:
         if event.kind == EventKind.LOG:
-            self._line(event.payload.get("line", ""))
+            # One event carries every line logged in a moment; older events, one `line`.
+            for line in event.payload.get("lines", [event.payload.get("line", "")]):
+                self._line(line)
         elif event.kind != EventKind.ERROR:  # the failure is told once, by `_announce`
             self._draw(event.payload)
 

@@ -35,7 +35,7 @@ class Command(BaseCommand):
                 "--timeout-graceful-shutdown",
                 "3",
             ],
-            "worker": [python, "manage.py", "qcluster"],
+            "worker": [python, "manage.py", "worker"],
         }
         children = {name: subprocess.Popen(command) for name, command in commands.items()}
         self.stdout.write(f"Serving on http://{host}:{port}/ with a worker; Ctrl-C stops both.")
