@@ -38,6 +38,7 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection, transaction
 
 from projects.cursors import SessionCursors
@@ -55,6 +56,10 @@ PROCESS = f"{socket.gethostname()}:{os.getpid()}"[:100]
 
 class BusClosed(Exception):
     """The web process is shutting down; the client should reconnect (to another one)."""
+
+
+class TooManyStreams(Exception):
+    """The user already holds MAX_STREAMS_PER_USER open streams; nothing was registered."""
 
 
 # --- the writer's side ----------------------------------------------------
@@ -268,15 +273,26 @@ class Bus:
     # --- live clients, for `GET active` ---
 
     async def client_opened(self, client: LiveClient) -> None:
+        """Record an open stream, or raise `TooManyStreams` if its user is at the cap."""
         self._start()
         client.process = PROCESS
         client.seen_at = datetime.now(UTC)
-        await client.asave(force_insert=True)
+        await _insert_within_cap(client)
         self._clients.add(client.pk)
 
     async def client_closed(self, client: LiveClient) -> None:
         self._clients.discard(client.pk)
         await LiveClient.objects.filter(pk=client.pk).adelete()
+
+    def stop_vouching(self, client: LiveClient) -> None:
+        """Stop refreshing a client's row; for a response's `close`, sync, from any thread.
+
+        A response closed before its first chunk (the client left at once)
+        never runs its generator, so never the `finally` that calls
+        `client_closed`. Unvouched, the row stops counting after
+        LIVE_CLIENT_STALE_SECONDS and is pruned with those of dead processes.
+        """
+        self._clients.discard(client.pk)
 
     # --- the tasks ---
 
@@ -413,6 +429,22 @@ class Bus:
                     await LiveClient.objects.filter(pk__in=chunk).aupdate(seen_at=now)
             except Exception:
                 logger.exception("Could not refresh this process's live clients")
+
+
+@sync_to_async
+def _insert_within_cap(client: LiveClient) -> None:
+    cap = settings.MAX_STREAMS_PER_USER
+    with transaction.atomic():
+        if cap:
+            # Count and insert under the user's row lock: two opens of one user, in
+            # any processes, queue here, so both cannot count cap - 1 and both get
+            # in. (SQLite has no row locks; there BEGIN IMMEDIATE, see settings,
+            # takes the database's write lock, which queues them the same way.)
+            users = get_user_model().objects.select_for_update().filter(pk=client.user_id)
+            list(users.values_list("pk", flat=True))
+            if LiveClient.objects.connected().filter(user_id=client.user_id).count() >= cap:
+                raise TooManyStreams
+        client.save(force_insert=True)
 
 
 def prune_departed() -> int:

@@ -51,7 +51,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from projects.api.auth import token_key, user_for_token
 from projects.api.serializers import MAX_SEQ
-from projects.bus import Bus, BusClosed, Feed, get_bus
+from projects.bus import Bus, BusClosed, Feed, TooManyStreams, get_bus
 from projects.models import (
     EventKind,
     LiveClient,
@@ -64,9 +64,11 @@ from projects.ownership import ProjectNotFound, aowned_project
 
 logger = logging.getLogger(__name__)
 
-# Close codes: 4401 = not signed in (after HTTP's 401); 1011 = internal error
-# (a feed failed); 1012 = service restart.
+# Close codes: 4401 = not signed in (after HTTP's 401); 4429 = the user's streams
+# are at MAX_STREAMS_PER_USER (after 429); 1011 = internal error (a feed failed);
+# 1012 = service restart.
 NOT_SIGNED_IN = 4401
+TOO_MANY_STREAMS = 4429
 FEED_FAILED = 1011
 SERVICE_RESTART = 1012
 MAX_SUBSCRIPTIONS = 100
@@ -237,10 +239,13 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         )[0]
         self.session = await WebSocketSession.objects.resume(self.user, old_client_id)
         self.client_id = str(self.session.client_id)
-        self.client = LiveClient(
-            transport=Transport.WEBSOCKET, user=self.user, session=self.session
-        )
-        await self.bus.client_opened(self.client)
+        client = LiveClient(transport=Transport.WEBSOCKET, user=self.user, session=self.session)
+        try:
+            await self.bus.client_opened(client)
+        except TooManyStreams:
+            await self._refuse_past_the_cap()
+            return
+        self.client = client
         if self.session.resumed:
             await self._resume()
             return
@@ -249,7 +254,17 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             payload["resumed"] = False  # an unknown, or someone else's, old client id
         await self._send("connected", None, payload)
 
+    async def _refuse_past_the_cap(self) -> None:
+        # Accepted first, then closed: a browser shows a refused handshake as 1006,
+        # without the code that says why.
+        if not self.session.resumed:
+            await WebSocketSession.objects.filter(pk=self.session.pk).adelete()
+        reason = f"You have {settings.MAX_STREAMS_PER_USER} streams open; close one first."
+        await self.close(code=TOO_MANY_STREAMS, reason=reason)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.client is None:
+            return  # refused past the cap, and closing: what it sends is moot
         try:
             message = json.loads(text_data or "")
         except ValueError:

@@ -24,28 +24,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django_q.brokers import get_broker
-from django_q.brokers.redis_broker import Redis
-from django_q.tasks import async_task
 
-from projects import progress
+from credits import ledger
+from projects import dispatch, progress
 from projects.models import RUNNING_STATUSES, EventKind, Status, Step, VideoProject
 
 logger = logging.getLogger(__name__)
 
 STARTABLE = (Status.DRAFT, Status.FAILED, Status.COMPLETED)
 EDITABLE = (Status.DRAFT, Status.FAILED)
-TASK_FOR_STEP = {
-    Step.SCRIPT: "projects.tasks.generate_script",
-    Step.RENDER: "projects.tasks.render_video",
-}
 STATUS_FOR_STEP = {Step.SCRIPT: Status.GENERATING_SCRIPT, Step.RENDER: Status.RENDERING}
-# A queued job nobody claimed for this long is enqueued again: a broker
-# without acknowledgements (Redis) can lose a task whose worker died.
-UNCLAIMED_AFTER = timedelta(minutes=5)
-# The request that queued a job sends its task right after the commit; the
-# relay leaves it this long to do so before sending it itself.
-SENDER_GRACE = timedelta(seconds=2)
 
 
 class Conflict(Exception):
@@ -69,41 +57,18 @@ def _current_status(project_id: Any) -> str:
     return VideoProject.objects.filter(pk=project_id).values_list("status", flat=True).get()
 
 
-def _enqueue(step: Step, project_id: Any) -> None:
-    """Hand the job's task to the broker once the status change commits.
+def _enqueue(project: VideoProject) -> None:
+    """Admit the job and hand its task to the broker once the status change commits.
 
-    The committed row is the outbox: `task_sent_at` stays null until a broker
-    took the task, so a broker that is down (or a process that dies right
-    after the commit) leaves the job for `relay_tasks` rather than lost.
+    Or leave it waiting (its owner's places are taken, or the broker is down):
+    the sweeper's relay admits it later. See projects/dispatch.py.
     """
-    transaction.on_commit(partial(_send_task, step, project_id, None))
+    transaction.on_commit(partial(dispatch.dispatch, project.pk))
 
 
-def _send_task(step: Step, project_id: Any, sent_before: Any) -> bool:
-    """Send the task of a queued job whose outbox entry still reads `sent_before`."""
-    try:
-        broker = broker_epoch()
-        async_task(TASK_FOR_STEP[step], str(project_id))
-    except Exception:  # the broker's client raises its own errors (redis, database)
-        logger.warning(
-            "Could not queue the %s job of %s; will retry", step, project_id, exc_info=True
-        )
-        return False
-    VideoProject.objects.filter(pk=project_id, task_sent_at=sent_before).update(
-        task_sent_at=timezone.now(), task_broker=broker
-    )
-    return True
-
-
-def broker_epoch() -> str:
-    """Which life of the broker a task went to: a Redis server that restarts has lost its queue.
-
-    django-q2's ORM broker keeps tasks in our own database, which outlives restarts.
-    """
-    broker = get_broker()
-    if isinstance(broker, Redis):
-        return str(broker.connection.info("server")["run_id"])
-    return "database"
+def _free_a_place(project: VideoProject) -> None:
+    """A job of the owner ended: their longest-waiting job may go."""
+    transaction.on_commit(partial(dispatch.dispatch_waiting, project.owner_id))
 
 
 # --- what people do ----------------------------------------------------------
@@ -126,13 +91,18 @@ def start_job(
     if step == Step.RENDER:
         expect &= Q(script_data__isnull=False)
     with transaction.atomic():
+        # Locked for the transaction: the price is that of the script the job will do.
+        current = VideoProject.objects.select_for_update().get(pk=project.pk)
+        price = current.prices()[step]
+        place = dispatch.place_at_the_end()
         started = progress.write(
             project.pk,
             expect=expect,
             fields={
                 "status": STATUS_FOR_STEP[step],
                 "progress": 0,
-                "progress_message": "Queued",
+                "progress_message": dispatch.waiting_message(place),
+                "queue_position": place,
                 "current_step": step,
                 "completed_steps": 0,
                 "total_steps": 0,
@@ -146,6 +116,8 @@ def start_job(
                 "started_at": timezone.now(),
                 "completed_at": None,
                 "notified": False,
+                "job_number": F("job_number") + 1,
+                "charged": price,
                 **({"auto_render": False} if step == Step.RENDER else {}),
             },
             events=_status_event(),
@@ -155,8 +127,16 @@ def start_job(
             if status not in from_statuses:
                 raise Conflict(_busy_message(status), status)
             raise Conflict("Write the script before rendering the video.", status)
-        _enqueue(step, project.pk)
+        # Refused: InsufficientCredits rolls the start back with the rest.
+        ledger.charge_job(started, started.job_number, step, price, _job_reason(started, step))
+        _enqueue(started)
     return started
+
+
+def _job_reason(project: VideoProject, step: Step) -> str:
+    if step == Step.SCRIPT:
+        return f"Script of “{project.title}”"[:300]
+    return f"Render of “{project.title}”"[:300]
 
 
 def retry(project: VideoProject) -> VideoProject:
@@ -200,23 +180,40 @@ def start_video(owner: Any, brief_fields: dict[str, Any], key: str | None = None
             project = create_project_once(owner, brief_fields | {"auto_render": True}, key)
             if project.version > 1:
                 return project
+        # The whole video is asked for: refuse (and create nothing) unless it can be paid.
+        price = sum(project.prices().values())
+        balance = ledger.balance_of(owner.pk)
+        if balance < price:
+            raise ledger.InsufficientCredits(balance, price)
         return start_job(project, Step.SCRIPT, from_statuses=(Status.DRAFT,))
 
 
 def cancel(project: VideoProject) -> VideoProject:
-    """Stop the running job; the project goes back to DRAFT with its brief and script intact."""
-    cancelled = progress.write(
-        project.pk,
-        expect=Q(status__in=RUNNING_STATUSES),
-        fields={
-            "status": Status.DRAFT,
-            "progress_message": "Cancelled",
-            "auto_render": False,
-            "lease_owner": "",
-            "lease_expires_at": None,
-        },
-        events=_status_event(),
-    )
+    """Stop the running job; the project goes back to DRAFT with its brief and script intact.
+
+    The job is refunded in full, in the same transaction.
+    """
+    with transaction.atomic():
+        cancelled = progress.write(
+            project.pk,
+            expect=Q(status__in=RUNNING_STATUSES),
+            fields={
+                "status": Status.DRAFT,
+                "progress_message": "Cancelled",
+                "auto_render": False,
+                "lease_owner": "",
+                "lease_expires_at": None,
+                "queue_position": None,
+                "charged": 0,
+            },
+            events=_status_event(),
+        )
+        if cancelled is not None:
+            step = cancelled.current_step
+            ledger.refund_jobs(
+                cancelled, cancelled.job_number, f"Refund: the {step} job was cancelled"
+            )
+            _free_a_place(cancelled)
     if cancelled is None:
         raise Conflict("There is no running job to cancel.", _current_status(project.pk))
     return cancelled
@@ -286,6 +283,7 @@ def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
             "lease_owner": lease_owner,
             "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
             "progress_message": "Starting",
+            "queue_position": None,
         },
         events=[
             progress.log_event("Picked up by a worker"),
@@ -327,8 +325,31 @@ def finish_script(
             },
         )
         if finished is not None and finished.auto_render:
-            start_job(finished, Step.RENDER, from_statuses=(Status.DRAFT,))
+            _start_auto_render(finished)
     return finished is not None
+
+
+def _start_auto_render(project: VideoProject) -> None:
+    """The render asked for with the brief; if the balance fell short meanwhile, say so instead."""
+    try:
+        with transaction.atomic():
+            start_job(project, Step.RENDER, from_statuses=(Status.DRAFT,))
+    except ledger.InsufficientCredits as refused:
+        message = (
+            f"Script ready; rendering it costs {refused.price} credits "
+            f"and the balance is {refused.balance}."
+        )
+        progress.write(
+            project.pk,
+            expect=Q(status=Status.DRAFT),
+            fields={
+                "auto_render": False,
+                "progress_message": message,
+                "error_code": "insufficient_credits",
+                "error_message": message,
+            },
+            events=[progress.log_event(message), *_status_event()],
+        )
 
 
 def finish_render(project_id: Any, lease_owner: str, video_name: str) -> bool:
@@ -344,7 +365,7 @@ def finish_render(project_id: Any, lease_owner: str, video_name: str) -> bool:
 def _finish(
     project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]
 ) -> VideoProject | None:
-    return progress.write(
+    finished = progress.write(
         project_id,
         expect=Q(status=running, lease_owner=lease_owner),
         fields={
@@ -357,6 +378,9 @@ def _finish(
         },
         events=_status_event(),
     )
+    if finished is not None:
+        _free_a_place(finished)
+    return finished
 
 
 def fail(
@@ -377,20 +401,30 @@ def fail(
         expect &= Q(lease_owner=lease_owner)
     if lease_expired_by is not None:
         expect &= Q(lease_expires_at__lt=lease_expired_by)
-    failed = progress.write(
-        project_id,
-        expect=expect,
-        fields={
-            "status": Status.FAILED,
-            "error_code": code,
-            "error_message": message,
-            "progress_message": "Failed",
-            "completed_at": timezone.now(),
-            "lease_owner": "",
-            "lease_expires_at": None,
-        },
-        events=[(EventKind.ERROR, {"error": {"code": code, "message": message}}), *_status_event()],
-    )
+    with transaction.atomic():
+        failed = progress.write(
+            project_id,
+            expect=expect,
+            fields={
+                "status": Status.FAILED,
+                "error_code": code,
+                "error_message": message,
+                "progress_message": "Failed",
+                "completed_at": timezone.now(),
+                "lease_owner": "",
+                "lease_expires_at": None,
+                "queue_position": None,
+                "charged": 0,
+            },
+            events=[
+                (EventKind.ERROR, {"error": {"code": code, "message": message}}),
+                *_status_event(),
+            ],
+        )
+        if failed is not None:
+            step = failed.current_step
+            ledger.refund_jobs(failed, failed.job_number, f"Refund: the {step} job failed")
+            _free_a_place(failed)
     return failed is not None
 
 
@@ -434,13 +468,14 @@ def _put_back(project: VideoProject, now: datetime) -> int:
                 "lease_expires_at": None,
                 "task_sent_at": None,
                 "task_broker": "",
+                "queue_position": None,
                 "progress_message": message,
             },
             events=[progress.log_event(reason), (EventKind.PROGRESS, {})],
         )
         if put_back is None:
             return 0
-        _enqueue(step, project.pk)
+        _enqueue(put_back)
     logger.warning("Put back project %s: %s", project.pk, reason)
     return 1
 
@@ -451,28 +486,3 @@ def _resuming_message(project: VideoProject, step: Step) -> str:
     if step == Step.RENDER:
         return "Worker lost — starting the render again"
     return "Worker lost — writing the script again"
-
-
-def relay_tasks() -> int:
-    """Send the tasks of queued jobs that no broker holds; returns how many were sent.
-
-    Three ways a queued job (running, no lease) can have no task: its sender
-    failed or died after the commit (`task_sent_at` null); the Redis server it
-    went to restarted and lost its queue (another `run_id`); or a worker took
-    it from the broker and died before claiming it (sent long ago). A task
-    sent twice is harmless: the second finds the job claimed and steps aside.
-    """
-    now = timezone.now()
-    epoch = broker_epoch()
-    queued = VideoProject.objects.running().filter(lease_owner="")
-    unsent = Q(task_sent_at__isnull=True, updated_at__lt=now - SENDER_GRACE)
-    lost = Q(task_sent_at__isnull=False) & (
-        ~Q(task_broker=epoch) | Q(task_sent_at__lt=now - UNCLAIMED_AFTER)
-    )
-    sent = 0
-    for project in queued.filter(unsent | lost).only("pk", "status", "task_sent_at"):
-        step = Step.SCRIPT if project.status == Status.GENERATING_SCRIPT else Step.RENDER
-        if _send_task(step, project.pk, project.task_sent_at):
-            logger.warning("Queued the %s job of %s again: no broker held it", step, project.pk)
-            sent += 1
-    return sent

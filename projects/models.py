@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 import uuid
 from collections.abc import Mapping
@@ -113,6 +114,12 @@ class VideoProject(models.Model):
     # asks for the finished video, as /v1/chat/completions does). Cleared once
     # the render starts or a person cancels, so a later script job waits for review.
     auto_render = models.BooleanField(default=False)
+    # Each start is a new job, numbered per project: what the ledger charges and refunds.
+    job_number = models.PositiveIntegerField(default=0, editable=False)
+    # What the current or last job cost, after any refund.
+    charged = models.PositiveIntegerField(default=0, editable=False)
+    # While the job waits for a worker: its place in line, 1 = next (projects/dispatch.py).
+    queue_position = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     objects = VideoProjectQuerySet.as_manager()
 
@@ -204,7 +211,23 @@ class VideoProject(models.Model):
             "startedAt": _iso(self.started_at),
             "completedAt": _iso(self.completed_at),
             "notified": self.notified,
+            "prices": self.prices(),
+            "charged": self.charged,
+            "queuePosition": self.queue_position if self.is_running else None,
         }
+
+    def prices(self) -> dict[str, int]:
+        """What starting each job costs now; the render's follows the current script."""
+        return {"script": settings.CREDITS_PER_SCRIPT, "render": self.render_price()}
+
+    def render_price(self) -> int:
+        """Credits per second of video: the script's scenes, or the brief's before a script."""
+        scenes = (self.script_data or {}).get("scenes")
+        if scenes:
+            seconds = sum(float(scene.get("seconds", 0)) for scene in scenes)
+        else:
+            seconds = self.scene_count * self.seconds_per_scene
+        return math.ceil(seconds * settings.CREDITS_PER_VIDEO_SECOND)
 
 
 def _iso(moment: datetime | None) -> str | None:

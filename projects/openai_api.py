@@ -28,17 +28,20 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
+from credits import ledger
 from projects import lifecycle
 from projects.api.auth import token_user
 from projects.api.errors import too_large_message
 from projects.api.serializers import BriefSerializer
+from projects.api.throttles import start_wait
 from projects.bus import BusClosed, get_bus
 from projects.models import AspectRatio, LiveClient, Status, Transport, VideoProject
+from projects.streams import LiveStreamResponse, open_stream, too_many_streams_message
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +84,23 @@ class OpenAIError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+        self.retry_after = retry_after
 
     def response(self) -> JsonResponse:
         response = JsonResponse(self.body, status=self.status)
-        # OpenAI's clients retry 409s and 5xx by default; asking again would start another video.
-        response["x-should-retry"] = "false"
+        if self.retry_after is not None:
+            # Nothing was started: a client that waits this long and asks again is right.
+            response["retry-after"] = str(self.retry_after)
+            response["x-should-retry"] = "true"
+        else:
+            # OpenAI's clients retry 409s and 5xx by default; asking again would start
+            # another video.
+            response["x-should-retry"] = "false"
         return response
 
 
@@ -290,6 +301,16 @@ def _start(user: Any, order: Order, key: str | None) -> VideoProject:
         return lifecycle.start_video(user, order.brief_fields, key)
     except lifecycle.IdempotencyKeyReused as reused:
         raise OpenAIError(422, str(reused), code="idempotency_key_reused") from None
+    except ledger.InsufficientCredits as refused:
+        raise insufficient_quota(
+            f"You exceeded your current quota: the video costs {refused.price} credits and "
+            f"your balance is {refused.balance}."
+        ) from None
+
+
+def insufficient_quota(message: str) -> OpenAIError:
+    """OpenAI's answer when the account cannot pay: 429 `insufficient_quota`."""
+    return OpenAIError(429, message, type="insufficient_quota", code="insufficient_quota")
 
 
 @_errors_answered
@@ -297,16 +318,45 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     """Make a video from the brief in the last user message; stream its progress if asked."""
     _only(request, "POST")
     user = await _caller(request)
+    await _throttle_start(user)
     body = _json_body(request)
     order = read_order(body)
-    project = await _start(user, order, _idempotency_key(request))
-    reply = Reply(order, project, request.build_absolute_uri("/").rstrip("/"))
+    key = _idempotency_key(request)
     if not order.stream:
-        return await reply.whole()
-    response = StreamingHttpResponse(reply.chunks(user), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+        project = await _start(user, order, key)
+        return await Reply(order, project, _site(request)).whole()
+    # The stream's place is taken before the video starts: past the cap, nothing starts.
+    client = await open_stream(LiveClient(transport=Transport.OPENAI, user=user))
+    if client is None:
+        raise OpenAIError(429, too_many_streams_message(), type="requests", code="too_many_streams")
+    try:
+        project = await _start(user, order, key)
+        client.project = project
+        await LiveClient.objects.filter(pk=client.pk).aupdate(project=project)
+    except BaseException:
+        await get_bus().client_closed(client)
+        raise
+    return LiveStreamResponse(Reply(order, project, _site(request)).chunks(client), client)
+
+
+def _site(request: HttpRequest) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+async def _throttle_start(user: Any) -> None:
+    """The projects API's `start` rate, answered as OpenAI answers a rate limit."""
+    wait = await sync_to_async(start_wait)(user)
+    if wait is None:
+        return
+    seconds = max(1, math.ceil(wait))
+    raise OpenAIError(
+        429,
+        f"Rate limit reached for starting videos ({settings.THROTTLE_START_RATE}). "
+        f"Please try again in {seconds}s.",
+        type="requests",
+        code="rate_limit_exceeded",
+        retry_after=seconds,
+    )
 
 
 # --- following the project -------------------------------------------------------
@@ -343,10 +393,9 @@ class Reply:
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
         return JsonResponse(self._envelope("chat.completion", choice) | {"usage": _NO_TOKENS})
 
-    async def chunks(self, user: Any) -> AsyncIterator[str]:
+    async def chunks(self, client: LiveClient) -> AsyncIterator[str]:
+        """The stream of a client registered by `open_stream`, which this forgets at its end."""
         bus = get_bus()
-        client = LiveClient(transport=Transport.OPENAI, user=user, project=self.project)
-        await bus.client_opened(client)
         try:
             yield self._chunk({"role": "assistant", "content": ""})
             async for fraction, stage in self._progress():
@@ -445,6 +494,8 @@ class Reply:
             # The render is queued in the commit that saves the script; a draft that
             # stays a draft was cancelled by a person.
             project = await VideoProject.objects.aget(pk=self.project.pk)
+            if project.status == Status.DRAFT and project.error_code == "insufficient_credits":
+                return Outcome(error=insufficient_quota(project.error_message))
             if project.status == Status.DRAFT:
                 return Outcome(
                     error=OpenAIError(

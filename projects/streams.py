@@ -26,7 +26,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from projects.api.auth import token_user
 from projects.api.errors import json_error, validation_body
 from projects.api.serializers import MAX_SEQ, StrictSerializer
-from projects.bus import BusClosed, get_bus
+from projects.bus import BusClosed, TooManyStreams, get_bus
 from projects.models import LiveClient, Transport, VideoProject
 from projects.ownership import ProjectNotFound, owned_project
 
@@ -170,20 +170,55 @@ async def events(request: HttpRequest, project_id: Any) -> HttpResponse:
         after = _query(EventsQuery, {"lastEventId": last_event_id})["lastEventId"]
     else:
         after = query.get("lastEventId")
-    response = StreamingHttpResponse(
-        _event_stream(user, project, after), content_type="text/event-stream"
+    client = await open_stream(LiveClient(transport=Transport.SSE, user=user, project=project))
+    if client is None:
+        return too_many_streams()
+    return LiveStreamResponse(_event_stream(client, project, after), client)
+
+
+async def open_stream(client: LiveClient) -> LiveClient | None:
+    """The client, registered as one of its user's open streams; None past their cap."""
+    try:
+        await get_bus().client_opened(client)
+    except TooManyStreams:
+        return None
+    return client
+
+
+def too_many_streams_message() -> str:
+    return (
+        f"You have {settings.MAX_STREAMS_PER_USER} streams open, as many as one account may; "
+        "close one to open another."
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-    return response
 
 
-async def _event_stream(user: Any, project: VideoProject, after: int | None) -> AsyncIterator[str]:
+def too_many_streams() -> HttpResponse:
+    # No Retry-After: a place frees when the user closes a stream, not after a time.
+    return json_error(429, too_many_streams_message(), "too_many_streams")
+
+
+class LiveStreamResponse(StreamingHttpResponse):
+    """An event stream that holds a registered client (see `open_stream`)."""
+
+    def __init__(self, stream: AsyncIterator[str], client: LiveClient) -> None:
+        super().__init__(stream, content_type="text/event-stream")
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+        self._bus = get_bus()
+        self._client = client
+
+    def close(self) -> None:
+        # The stream's own `finally` forgets the client; this covers a stream that never ran.
+        self._bus.stop_vouching(self._client)
+        super().close()
+
+
+async def _event_stream(
+    client: LiveClient, project: VideoProject, after: int | None
+) -> AsyncIterator[str]:
     bus = get_bus()
-    client = LiveClient(transport=Transport.SSE, user=user, project=project)
     feed = None
     try:
-        await bus.client_opened(client)
         yield f"retry: {settings.SSE_RETRY_MS}\n\n"
         feed = await bus.feed(project.pk, after or 0, in_request=True)
         if after is None or after > project.version:

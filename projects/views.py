@@ -25,4 +25,7 @@ class CreatorPage(LoginRequiredMixin, TemplateView):
             # The page cannot see heartbeats (EventSource hides comments); it only
             # needs to know how long a healthy stream may stay silent.
             "sse_heartbeat_ms": round(settings.SSE_HEARTBEAT_SECONDS * 1000),
+            # Prices before any project exists (a new brief), and of a script being edited.
+            "script_price": settings.CREDITS_PER_SCRIPT,
+            "credits_per_second": settings.CREDITS_PER_VIDEO_SECOND,
         }

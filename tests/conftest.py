@@ -54,6 +54,22 @@ def media_root(settings: Any, tmp_path: Any) -> Any:
     return settings.MEDIA_ROOT
 
 
+# Far above what any test does, in this process and in the servers and workers it
+# starts; tests/test_throttles.py lowers them to test the limits themselves.
+GENEROUS_LIMITS = {
+    "THROTTLE_CREATE_RATE": "10000/min",
+    "THROTTLE_START_RATE": "10000/min",
+    "MAX_STREAMS_PER_USER": "1000",
+}
+
+
+@pytest.fixture(autouse=True)
+def generous_limits(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in GENEROUS_LIMITS.items():
+        monkeypatch.setenv(name, value)  # autouse: set before `asgi_server` copies the env
+        setattr(settings, name, int(value) if value.isdigit() else value)
+
+
 def api_client_for(user: User) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)
@@ -135,7 +151,7 @@ def qcluster(media_root: Path, tmp_path: Path) -> Iterator[subprocess.Popen[byte
         **os.environ,
         "DATABASE_URL": database_url_for_children(),
         "MEDIA_ROOT": str(media_root),
-        "Q_WORKERS": "1",
+        "Q_WORKERS": os.environ.get("Q_WORKERS", "1"),  # a test may ask for more
     }
     log = (tmp_path / "qcluster.log").open("wb")
     worker = subprocess.Popen(

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.utils import timezone
 
-from projects import lifecycle, pipeline, progress
+from projects import dispatch, lifecycle, pipeline, progress
 from projects.models import Status, Step, VideoProject
 from tests.waiting import wait_for
 
@@ -30,7 +30,7 @@ def reload(project: VideoProject) -> VideoProject:
 def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """What reached the broker (the real send, with the broker call recorded instead)."""
     sent: list[tuple[str, str]] = []
-    monkeypatch.setattr(lifecycle, "async_task", lambda func, *args: sent.append((func, *args)))
+    monkeypatch.setattr(dispatch, "async_task", lambda func, *args: sent.append((func, *args)))
     return sent
 
 
@@ -39,7 +39,7 @@ def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(func: str, *args: Any) -> None:
         raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(lifecycle, "async_task", refuse)
+    monkeypatch.setattr(dispatch, "async_task", refuse)
 
 
 def _age(project: VideoProject, seconds: float) -> None:
@@ -57,8 +57,8 @@ def test_a_started_job_records_that_its_task_reached_the_broker(
     assert sent_tasks == [("projects.tasks.generate_script", str(project.pk))]
     queued = reload(project)
     assert queued.task_sent_at is not None
-    assert queued.task_broker == lifecycle.broker_epoch()
-    assert lifecycle.relay_tasks() == 0
+    assert queued.task_broker == dispatch.broker_epoch()
+    assert dispatch.relay() == 0
     assert len(sent_tasks) == 1
 
 
@@ -75,24 +75,26 @@ def test_a_start_while_the_broker_is_down_is_kept_and_relayed_when_it_is_back(
     assert queued.status == Status.GENERATING_SCRIPT
     assert queued.task_sent_at is None
     _age(project, 5)
-    assert lifecycle.relay_tasks() == 0  # still down: nothing sent, nothing lost
+    assert dispatch.relay() == 0  # still down: nothing sent, nothing lost
     assert reload(project).task_sent_at is None
 
     sent: list[tuple] = []
-    monkeypatch.setattr(lifecycle, "async_task", lambda func, *args: sent.append((func, *args)))
-    assert lifecycle.relay_tasks() == 1
+    monkeypatch.setattr(dispatch, "async_task", lambda func, *args: sent.append((func, *args)))
+    assert dispatch.relay() == 1
 
     assert sent == [("projects.tasks.generate_script", str(project.pk))]
     assert reload(project).task_sent_at is not None
 
 
-def test_the_relay_leaves_a_fresh_start_to_its_own_request(
+def test_a_job_the_relay_admitted_is_not_sent_again_by_its_own_request(
     make_project: Any, sent_tasks: list
 ) -> None:
-    lifecycle.start_job(make_project(), Step.SCRIPT)  # its on-commit send has not run yet
+    project = lifecycle.start_job(make_project(), Step.SCRIPT)  # its on-commit send not run yet
 
-    assert lifecycle.relay_tasks() == 0
-    assert sent_tasks == []
+    assert dispatch.relay() == 1
+    assert dispatch.dispatch(project.pk) is False  # the request's own send, late
+
+    assert sent_tasks == [("projects.tasks.generate_script", str(project.pk))]
 
 
 def test_a_task_sent_to_a_redis_that_restarted_since_is_sent_again(
@@ -102,10 +104,10 @@ def test_a_task_sent_to_a_redis_that_restarted_since_is_sent_again(
         project = lifecycle.start_job(make_project(), Step.SCRIPT)
     VideoProject.objects.filter(pk=project.pk).update(task_broker="run-id-before-the-restart")
 
-    assert lifecycle.relay_tasks() == 1
+    assert dispatch.relay() == 1
 
     assert len(sent_tasks) == 2
-    assert reload(project).task_broker == lifecycle.broker_epoch()
+    assert reload(project).task_broker == dispatch.broker_epoch()
 
 
 def test_a_claimed_job_is_never_relayed(
@@ -116,7 +118,7 @@ def test_a_claimed_job_is_never_relayed(
     VideoProject.objects.filter(pk=project.pk).update(task_broker="another-life")
     _age(project, 3600)
 
-    assert lifecycle.relay_tasks() == 0
+    assert dispatch.relay() == 0
     assert sent_tasks == []
 
 

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from projects import lifecycle
+from projects import dispatch, lifecycle
 from projects.lifecycle import Conflict
 from projects.models import Status, Step, VideoProject
 from tests.conftest import SCRIPT, events_of
@@ -57,7 +57,8 @@ def test_a_project_set_to_auto_render_queues_its_render_as_the_script_is_saved(
 
     rendering = reload(project)
     assert (rendering.status, rendering.script_data, rendering.progress) == ("RENDERING", SCRIPT, 0)
-    assert len(queued) == 1 and not rendering.auto_render
+    assert [c.args for c in queued if c.func is dispatch.dispatch] == [(project.pk,)]
+    assert not rendering.auto_render
     statuses = [event.payload["status"] for event in events_of(project) if event.kind == "status"]
     assert statuses[-2:] == ["DRAFT", "RENDERING"]
     # Once rendered, writing the script again waits for a person's review.

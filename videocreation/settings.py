@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,27 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A throttle rate such as `30/min` (DRF's form), or None for `off`.
+
+    DRF reads only the period's first letter, so `30/month` would silently
+    mean a minute: only the periods DRF means are taken.
+    """
+    raw = env_str(name, default).strip().lower()
+    if raw in {"", "off", "none"}:
+        return None
+    count, _, period = raw.partition("/")
+    known = period in _RATE_PERIODS or period.removesuffix("s") in _RATE_PERIODS
+    if count.isdigit() and int(count) >= 1 and known:
+        return f"{int(count)}/{period}"
+    raise ImproperlyConfigured(
+        f"{name} must be a rate such as 30/min (per s, min, hour or day) or off, not {raw!r}."
+    )
+
+
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
@@ -93,6 +115,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "projects",
+    "credits",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -104,6 +128,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into our 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "videocreation.urls"
@@ -202,6 +228,17 @@ else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = env_float("Q_POLL_SECONDS", 0.2)
 
+# --- Credits (see credits/ledger.py) ---------------------------------------
+
+# Starting a script job costs CREDITS_PER_SCRIPT; a render, CREDITS_PER_VIDEO_SECOND
+# per second of the script's scenes. A new user's account opens with the grant.
+CREDITS_PER_SCRIPT = env_int("CREDITS_PER_SCRIPT", 1)
+CREDITS_PER_VIDEO_SECOND = env_int("CREDITS_PER_VIDEO_SECOND", 1)
+CREDITS_SIGNUP_GRANT = env_int("CREDITS_SIGNUP_GRANT", 100)
+# At most this many jobs of one user hold a worker or a place in the broker at
+# once; further starts are accepted (and charged) and wait their turn.
+MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 2, minimum=1)
+
 VIDEO_ENGINE = env_str("VIDEO_ENGINE", "local")
 # Per stage: the script job (outline, scenes) and the render job (clips, joining).
 # Empty means VIDEO_ENGINE. Names: local, llm (script), remote, command (render),
@@ -281,6 +318,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out sign-in before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After AXES_FAILURE_LIMIT failed sign-ins (the page or the admin) for one username
+# from one IP address, that pair is refused with 429 for AXES_COOLOFF_MINUTES,
+# counted again from each refused try. Locking on the username alone would let
+# anyone lock anyone out; on the address alone, a whole office behind one NAT.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15.0, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "videocreation.lockout.locked_out"
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -303,6 +355,14 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "projects.api.errors.exception_handler",
 }
+
+# Per user, in Django's cache (projects/api/throttles.py): creating projects, and
+# starting jobs (script, render, and /v1/chat/completions). `off` turns one off.
+THROTTLE_CREATE_RATE = env_rate("THROTTLE_CREATE_RATE", "30/min")
+THROTTLE_START_RATE = env_rate("THROTTLE_START_RATE", "30/min")
+# Open SSE, WebSocket and OpenAI streams one user may hold across every web
+# process (counted in LiveClient); 0 means no cap.
+MAX_STREAMS_PER_USER = env_int("MAX_STREAMS_PER_USER", 20)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "videocreation API",

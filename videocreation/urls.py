@@ -19,6 +19,7 @@ def api_root(request: Request) -> Response:
         {
             "projects": reverse("projects", request=request),
             "unfinished": reverse("unfinished", request=request),
+            "credits": reverse("credits", request=request),
             "schema": reverse("schema", request=request),
             "docs": reverse("docs", request=request),
         }

@@ -14,6 +14,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from credits.ledger import InsufficientCredits
+from projects.api.throttles import throttled_message
 from projects.lifecycle import Conflict, IdempotencyKeyReused
 
 
@@ -21,6 +23,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, Conflict):
         return Response(
             {"detail": exc.message, "code": "conflict", "status": exc.status}, status=409
+        )
+    if isinstance(exc, InsufficientCredits):
+        body = {"balance": exc.balance, "price": exc.price}
+        return Response(
+            {"detail": _not_enough(exc), "code": "insufficient_credits", **body}, status=402
         )
     if isinstance(exc, IdempotencyKeyReused):
         return Response({"detail": str(exc), "code": "idempotency_key_reused"}, status=422)
@@ -35,9 +42,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.data = validation_body(exc.detail)
+    elif isinstance(exc, exceptions.Throttled):
+        # DRF's handler has set Retry-After from the same wait.
+        response.data = {"detail": throttled_message(exc.wait), "code": "throttled"}
     elif isinstance(exc, exceptions.APIException):
         response.data = {"detail": str(exc.detail), "code": _code_of(exc)}
     return response
+
+
+def _not_enough(refused: InsufficientCredits) -> str:
+    return (
+        f"This job costs {refused.price} credits and your balance is {refused.balance}. "
+        "Ask for more credits, or make the video shorter."
+    )
 
 
 def _code_of(exc: exceptions.APIException) -> str:

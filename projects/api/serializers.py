@@ -129,6 +129,11 @@ class JobErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class PricesSerializer(serializers.Serializer):
+    script = serializers.IntegerField()
+    render = serializers.IntegerField(help_text="Follows the current script's length.")
+
+
 class StatusSerializer(serializers.Serializer):
     """The status object (API.md); bodies come from `VideoProject.to_status_dict`."""
 
@@ -152,6 +157,14 @@ class StatusSerializer(serializers.Serializer):
     startedAt = serializers.DateTimeField(allow_null=True)
     completedAt = serializers.DateTimeField(allow_null=True)
     notified = serializers.BooleanField()
+    prices = PricesSerializer(help_text="What starting each job costs now, in credits.")
+    charged = serializers.IntegerField(
+        help_text="What the current or last job cost, after any refund."
+    )
+    queuePosition = serializers.IntegerField(
+        allow_null=True,
+        help_text="While the job waits for a worker, its place in line (1 = next); else null.",
+    )
 
 
 class ProjectSerializer(StatusSerializer):

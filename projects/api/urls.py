@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, register_converter
 
+from credits.api import CreditsView
 from projects import streams
 from projects.api import views
 from projects.ownership import ProjectIdConverter
@@ -33,4 +34,5 @@ urlpatterns = [
     path("stats", views.StatsView.as_view(), name="stats"),
     path("active", views.ActiveView.as_view(), name="active"),
     path("unfinished", views.UnfinishedView.as_view(), name="unfinished"),
+    path("credits", CreditsView.as_view(), name="credits"),
 ]

@@ -34,6 +34,7 @@ from projects.api.serializers import (
     StatsSerializer,
     StatusSerializer,
 )
+from projects.api.throttles import CreateThrottle, StartThrottle
 from projects.lifecycle import Conflict
 from projects.models import EventKind, LiveClient, Step, VideoProject
 from projects.ownership import owned_project
@@ -45,6 +46,9 @@ ERRORS = {
     404: OpenApiResponse(ErrorSerializer, description="No such project of yours."),
 }
 CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="The status does not allow it.")}
+THROTTLED = {
+    429: OpenApiResponse(ErrorSerializer, description="Too many requests; see `Retry-After`.")
+}
 
 
 def get_owned_project(request: Request, project_id: Any) -> VideoProject:
@@ -59,6 +63,8 @@ class ProjectPagination(PageNumberPagination):
 
 
 class ProjectsView(APIView):
+    throttle_classes = [CreateThrottle]  # POST only: listing is free
+
     @extend_schema(
         operation_id="list_projects",
         summary="Your projects, newest first",
@@ -84,7 +90,7 @@ class ProjectsView(APIView):
                 description="Repeat a create safely: the same key and body give the same project.",
             )
         ],
-        responses={201: ProjectSerializer, 422: ErrorSerializer, **ERRORS},
+        responses={201: ProjectSerializer, 422: ErrorSerializer, **ERRORS, **THROTTLED},
     )
     def post(self, request: Request) -> Response:
         brief = BriefSerializer(data=request.data)
@@ -120,11 +126,13 @@ class ProjectView(APIView):
 
 
 class ScriptView(APIView):
+    throttle_classes = [StartThrottle]  # POST only: editing the script is free
+
     @extend_schema(
         operation_id="start_script",
         summary="Start writing the script",
         request=None,
-        responses={202: StatusSerializer, **ERRORS, **CONFLICT},
+        responses={202: StatusSerializer, **ERRORS, **CONFLICT, **THROTTLED},
     )
     def post(self, request: Request, project_id: Any) -> Response:
         project = lifecycle.start_job(get_owned_project(request, project_id), Step.SCRIPT)
@@ -145,11 +153,13 @@ class ScriptView(APIView):
 
 
 class RenderView(APIView):
+    throttle_classes = [StartThrottle]
+
     @extend_schema(
         operation_id="start_render",
         summary="Start rendering the video (needs a script)",
         request=None,
-        responses={202: StatusSerializer, **ERRORS, **CONFLICT},
+        responses={202: StatusSerializer, **ERRORS, **CONFLICT, **THROTTLED},
     )
     def post(self, request: Request, project_id: Any) -> Response:
         project = lifecycle.start_job(get_owned_project(request, project_id), Step.RENDER)

@@ -18,6 +18,17 @@
   const LOG_PAGE = 500; // the most lines the log endpoint answers at once
   // EventSource hides the server's heartbeats, so a stream silent for two of them is asked about (checkStream).
   const STALL_MS = 2 * (Number(root.dataset.sseHeartbeatMs) > 0 ? Number(root.dataset.sseHeartbeatMs) : 15000);
+  // Before any project exists there is no status object to carry `prices`.
+  const SCRIPT_PRICE = root.dataset.scriptPrice ? Number(root.dataset.scriptPrice) : NaN;
+  const CREDITS_PER_SECOND = root.dataset.creditsPerSecond ? Number(root.dataset.creditsPerSecond) : NaN;
+  // The buttons that start a job, and the job whose price each shows ("retry": the failed one).
+  const PRICED_BUTTONS = {
+    "write-script-button": "script",
+    "rewrite-button": "script",
+    "render-button": "render",
+    "render-again-button": "render",
+    "retry-button": "retry",
+  };
 
   const state = {
     project: null, // the open project: its brief fields and its status object
@@ -37,6 +48,8 @@
     nextPage: null,
     briefFor: null, // the project the brief form was last filled from
     reviewKey: null, // the script the review panel was last built from
+    balanceReading: false, // GET credits is on its way
+    balanceAgain: false, // the balance moved while it was: read it once more
   };
   window.videocreation = { state, POLL_MS };
 
@@ -56,7 +69,7 @@
 
   function apiError(status, body) {
     const { detail = "Something went wrong; please try again.", code = "error", fields = {} } = body || {};
-    return Object.assign(new Error(detail), { status, code, fields });
+    return Object.assign(new Error(detail), { status, code, fields, body: body || {} });
   }
 
   function csrfToken() {
@@ -129,6 +142,7 @@
     for (const video of $$(".panel[hidden] video")) video.pause();
     const draw = { brief: renderBrief, "job-panel": renderJob, review: renderReview, watch: renderWatch, failure: renderFailure };
     draw[panel](project);
+    renderPrices(project);
     $("#workspace-title").textContent = project ? project.title : "New video";
     document.title = isRunning(project) ? `(${project.progress}%) ${jobName(project)} — videocreation` : "videocreation";
     renderConnectionNote();
@@ -359,7 +373,7 @@
         loadProjects();
         startJob((await api("POST", `projects/${saved.data.id}/script`)).data);
       } catch (error) {
-        showErrors(form, error);
+        showErrors(form, refusedStart("script", error));
       }
     });
   }
@@ -372,6 +386,7 @@
       const { data } = await api("PATCH", `projects/${state.project.id}/script`, { scriptData: readScript() });
       mergeStatus(data);
       state.reviewKey = data.id + JSON.stringify(data.scriptData);
+      renderPrices(state.project);
       $("#script-saved").textContent = "Script saved.";
       return true;
     } catch (error) {
@@ -396,7 +411,7 @@
     try {
       startJob((await api("POST", `projects/${project.id}/${step}`)).data);
     } catch (error) {
-      if (error.code !== "conflict") return showErrors(panel, error);
+      if (error.code !== "conflict") return showErrors(panel, refusedStart(step, error));
       toast(error.message, titleOf(project), "info"); // another tab moved it on: show where it is now
       openProject(project.id);
     }
@@ -420,6 +435,7 @@
     markLogStart(status.version);
     follow();
     loadProjects();
+    loadBalance(); // the job was charged as it started
   }
 
   function mergeStatus(status) {
@@ -644,6 +660,7 @@
       state.editingBrief = false;
       announceIfDue(state.project);
       loadProjects();
+      loadBalance(); // a failed or cancelled job was refunded
     }
     render();
   }
@@ -739,6 +756,67 @@
     if (kind !== "error") setTimeout(() => item.remove(), 15000);
   }
 
+  // --- credits ------------------------------------------------------------------------------
+
+  const creditsText = (count) => `${count} credit${count === 1 ? "" : "s"}`;
+
+  function showBalance(balance) {
+    const badge = $("#credits-balance");
+    if (!badge) return;
+    badge.textContent = creditsText(balance);
+    badge.hidden = false;
+  }
+
+  /* The balance moves when a job starts (a charge) and when one fails or is cancelled (a refund), so it is read
+   * then, and on load: one read at a time, and one more if it moved meanwhile. */
+  async function loadBalance() {
+    if (state.balanceReading) {
+      state.balanceAgain = true;
+      return;
+    }
+    state.balanceReading = true;
+    try {
+      showBalance((await api("GET", "credits?pageSize=1")).data.balance);
+    } catch (error) {
+      // The header keeps the last balance it showed; the next change reads it again.
+    } finally {
+      state.balanceReading = false;
+      if (state.balanceAgain) {
+        state.balanceAgain = false;
+        loadBalance();
+      }
+    }
+  }
+
+  /* The price on each button that starts a job: what starting it costs now. */
+  function renderPrices(project) {
+    for (const [id, job] of Object.entries(PRICED_BUTTONS)) {
+      const button = document.getElementById(id);
+      if (!button.dataset.label) button.dataset.label = button.textContent;
+      const price = priceOf(project, job === "retry" ? (project && project.currentStep) || "script" : job);
+      button.textContent = Number.isFinite(price) ? `${button.dataset.label} · ${creditsText(price)}` : button.dataset.label;
+    }
+  }
+
+  function priceOf(project, step) {
+    if (!project || !project.prices) return step === "script" ? SCRIPT_PRICE : NaN;
+    // An edited script is saved before it renders, and charged for its own length: the server's sum, done here.
+    if (step === "render" && !$("#review").hidden && project.scriptData && scriptChanged()) {
+      const seconds = readScript().scenes.reduce((total, scene) => total + scene.seconds, 0);
+      return Math.ceil(seconds * CREDITS_PER_SECOND);
+    }
+    return project.prices[step];
+  }
+
+  /* A start the balance cannot pay for (402): say what the job costs and what there is. */
+  function refusedStart(step, error) {
+    if (error.code !== "insufficient_credits") return error;
+    const { balance, price } = error.body;
+    showBalance(balance);
+    const job = step === "render" ? "Rendering this video" : "Writing this script";
+    return Object.assign(error, { message: `${job} costs ${creditsText(price)}; you have ${balance}.`, fields: {} });
+  }
+
   // --- "Your projects" ----------------------------------------------------------------------
 
   async function loadProjects(more = false) {
@@ -750,7 +828,9 @@
       state.projects = more ? state.projects.concat(data.results) : data.results;
       state.nextPage = data.next ? page + 1 : null;
       // A job left running in the background (not the open one) is told about here.
-      for (const project of data.results) if (isRunning(before.get(project.id)) && !isRunning(project)) announceIfDue(project);
+      const ended = data.results.filter((project) => isRunning(before.get(project.id)) && !isRunning(project));
+      ended.forEach(announceIfDue);
+      if (ended.length) loadBalance();
       renderProjects();
     } catch (error) {
       // The list is a convenience; the next refresh tries again.
@@ -847,6 +927,7 @@
     });
     on("#scenes", "input", (event) => {
       $("#script-saved").textContent = "Unsaved changes.";
+      if (event.target.name === "seconds") renderPrices(state.project);
       if (event.target.name === "visual") $("img", event.target.closest(".scene")).alt = event.target.value;
     });
     on("#toasts", "click", (event) => {
@@ -884,6 +965,7 @@
       if (ticks % 30 === 0) renderProjects(); // "updated 2 minutes ago" moves on
     }, 1000);
     setInterval(refreshIfOthersRun, POLL_MS * 4);
+    loadBalance();
     try {
       const [, unfinished] = await Promise.all([loadProjects(), api("GET", "unfinished")]);
       unfinished.data.forEach(announceIfDue); // jobs that finished while the person was away

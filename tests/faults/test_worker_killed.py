@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from credits.models import EntryKind, LedgerEntry
 from projects import lifecycle
 from projects.models import Status, Step, VideoProject
 from tests.conftest import database_url_for_children
@@ -91,5 +92,7 @@ def test_a_worker_killed_mid_render_is_replaced_within_seconds(
     assert all(count == 1 for count in rendered.values()), f"a scene rendered twice: {rendered}"
     assert "Scene 1 was rendered before; using that clip" in lines
     assert any(line.startswith("Worker lost — resuming from scene") for line in lines), lines
+    charges = LedgerEntry.objects.filter(project=done, kind=EntryKind.CHARGE)
+    assert [(entry.job, entry.amount) for entry in charges] == [(1, -16)], "charged once"
     video = Path(settings.MEDIA_ROOT) / done.video.name
     assert probe(video).seconds == pytest.approx(16, abs=0.3)

@@ -4,7 +4,8 @@ django-q2 runs schedules at most once a minute, and a dead worker's job must
 be taken up again within seconds; so every worker's own main process sweeps,
 once every `JOB_SWEEP_SECONDS`: it puts back jobs whose lease ran out (their
 worker died) and relays queued jobs whose task never reached the broker or was
-lost with it (see `lifecycle.relay_tasks`). Sweeping is a conditional update,
+lost with it, admits jobs waiting for a place and numbers the line (see
+`projects/dispatch.py`). Sweeping is a conditional update,
 so any number of workers may sweep at once.
 """
 
@@ -20,7 +21,7 @@ from django.db import DatabaseError, close_old_connections
 from django_q.cluster import Cluster
 from redis.exceptions import RedisError
 
-from projects import lifecycle
+from projects import dispatch, lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Command(BaseCommand):
 def sweep_once() -> None:
     try:
         lifecycle.sweep_lost_jobs()
-        lifecycle.relay_tasks()
+        dispatch.relay()
     except (DatabaseError, RedisError) as error:
         # The database or the broker is restarting or unreachable: try again next
         # tick. (An error escaping here would end the sweeper for good, while the
