@@ -98,19 +98,19 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @contextlib.contextmanager
-def bench_server(
+def bench_django(
     tree: Path,
-    app: str,
     *,
     prefix: str,
     postgres_db: str | None = None,
     redis: bool = False,
     extra_env: dict[str, str] | None = None,
-) -> Iterator[tuple[int, str, str]]:
-    """uvicorn serving `app` on a throwaway database, with Django set up on it in this process.
+) -> Iterator[tuple[dict[str, str], str, str]]:
+    """A throwaway database, migrated, with Django set up on it in this process.
 
     The database is a temporary SQLite file, or the scratch PostgreSQL database
-    `postgres_db`, created first and dropped after. Yields (port, token, project id).
+    `postgres_db`, created first and dropped after. Yields (the environment for
+    the product's processes, the bench user's token, its project's id).
     """
     env = throwaway_env(prefix)
     env["DJANGO_SETTINGS_MODULE"] = "videocreation.settings"
@@ -132,6 +132,26 @@ def bench_server(
 
         stack.callback(connections.close_all)
         print(f"database: {settings.DATABASES['default']['ENGINE']}, bus: {settings.EVENT_BUS}")
+        yield env, token, project_id
+
+
+@contextlib.contextmanager
+def bench_server(
+    tree: Path,
+    app: str,
+    *,
+    prefix: str,
+    postgres_db: str | None = None,
+    redis: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[int, str, str]]:
+    """uvicorn serving `app` on a throwaway database (`bench_django`), all torn down after.
+
+    Yields (port, token, project id).
+    """
+    with bench_django(
+        tree, prefix=prefix, postgres_db=postgres_db, redis=redis, extra_env=extra_env
+    ) as (env, token, project_id):
         port = free_port()
         server = serve(tree, env, port, app)
         try:

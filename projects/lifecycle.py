@@ -117,6 +117,8 @@ def start_job(
                 "completed_at": None,
                 "notified": False,
                 "job_number": F("job_number") + 1,
+                "run_started_at": None,
+                "estimate_seconds": None,
                 "charged": price,
                 **({"auto_render": False} if step == Step.RENDER else {}),
             },
@@ -273,8 +275,13 @@ def _busy_message(status: str) -> str:
 # --- what workers do -----------------------------------------------------------
 
 
-def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
-    """Take the job for this worker, unless another live worker holds it or it is not queued."""
+def claim(
+    project_id: Any, step: Step, lease_owner: str, basis: dict[str, Any] | None = None
+) -> VideoProject | None:
+    """Take the job for this worker, unless another live worker holds it or it is not queued.
+
+    `basis`: when the run began and how long it should take (projects/estimates.py).
+    """
     now = timezone.now()
     return progress.write(
         project_id,
@@ -284,6 +291,7 @@ def claim(project_id: Any, step: Step, lease_owner: str) -> VideoProject | None:
             "lease_expires_at": now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
             "progress_message": "Starting",
             "queue_position": None,
+            **(basis or {}),
         },
         events=[
             progress.log_event("Picked up by a worker"),

@@ -120,6 +120,10 @@ class VideoProject(models.Model):
     charged = models.PositiveIntegerField(default=0, editable=False)
     # While the job waits for a worker: its place in line, 1 = next (projects/dispatch.py).
     queue_position = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    # Written by the worker that claims the job (projects/estimates.py): when it began,
+    # and how long jobs like it took here; null without any basis.
+    run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    estimate_seconds = models.FloatField(null=True, blank=True, editable=False)
 
     objects = VideoProjectQuerySet.as_manager()
 
@@ -182,6 +186,7 @@ class VideoProject(models.Model):
             "completedSteps": self.completed_steps,
             "totalSteps": self.total_steps,
             "attempt": self.attempt,
+            "estimatedSecondsRemaining": self.seconds_left(),
             "version": self.version,
             "updatedAt": _iso(self.updated_at),
         }
@@ -215,6 +220,26 @@ class VideoProject(models.Model):
             "charged": self.charged,
             "queuePosition": self.queue_position if self.is_running else None,
         }
+
+    def seconds_left(self, now: datetime | None = None) -> int | None:
+        """The running job's time left (see projects/estimates.py); None without a basis,
+        or while the job waits for a worker.
+
+        At the start it is the expected duration less the share of the bar done; as the
+        bar fills, the job's own pace (elapsed / done * left) weighs more.
+        """
+        expected, began = self.estimate_seconds, self.run_started_at
+        if not self.is_running or not self.lease_owner or expected is None or began is None:
+            return None
+        done = min(self.progress / 100, 0.99)
+        elapsed = ((now or datetime.now(UTC)) - began).total_seconds()
+        if done <= 0:
+            # Before its first report the clock is all there is to count down with.
+            return max(1, round(expected - elapsed))
+        by_history = expected * (1 - done)
+        by_pace = elapsed / done * (1 - done)
+        # A running job is never "0 s" from done: the last second is saving the result.
+        return max(1, round((1 - done) * by_history + done * by_pace))
 
     def prices(self) -> dict[str, int]:
         """What starting each job costs now; the render's follows the current script."""
@@ -268,6 +293,23 @@ class ProgressEvent(models.Model):
             "payload": self.payload,
             "createdAt": _iso(self.created_at),
         }
+
+
+class JobTiming(models.Model):
+    """How long a finished job took on this installation: the basis of time-left estimates."""
+
+    step = models.CharField(max_length=10, choices=Step.choices)
+    engine = models.CharField(max_length=200)
+    # Scenes written, or seconds of video rendered.
+    size = models.FloatField()
+    seconds = models.FloatField()
+    finished_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["step", "engine", "-finished_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.step} by {self.engine}: {self.size:g} in {self.seconds:.1f} s"
 
 
 class Transport(models.TextChoices):

@@ -34,7 +34,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
 from credits import ledger
-from projects import lifecycle
+from projects import estimates, lifecycle
 from projects.api.auth import token_user
 from projects.api.errors import too_large_message
 from projects.api.serializers import BriefSerializer
@@ -51,7 +51,8 @@ MODELS = {
     "videocreation-1x1": AspectRatio.SQUARE,
 }
 # The bar of one request covers both jobs: writing the script, then rendering.
-SCRIPT_SHARE = 0.2
+# Before this installation has finished any job; then projects/estimates.py decides.
+SCRIPT_SHARE = estimates.DEFAULT_SCRIPT_SHARE
 MODELS_CREATED = 1_767_225_600  # 2026-01-01, when these models were first offered
 # Parameters OpenAI's API takes that mean nothing for a video: accepted, ignored.
 IGNORED_PARAMETERS = frozenset(
@@ -380,6 +381,7 @@ class Reply:
         self.id = f"chatcmpl-{project.pk.hex}"
         self.created = int(time.time())
         self.fraction = -1.0
+        self.share = estimates.DEFAULT_SCRIPT_SHARE
         self.outcome = Outcome()
 
     async def whole(self) -> HttpResponse:
@@ -425,6 +427,8 @@ class Reply:
         bus = get_bus()
         feed = None
         try:
+            # The script's share of the one bar, by how long both jobs take here.
+            self.share = await sync_to_async(estimates.script_share)(project)
             feed = await bus.feed(project.pk, project.version, in_request=True)
             while True:
                 if (rise := self._rise(state)) is not None:
@@ -468,7 +472,7 @@ class Reply:
                 bus.unsubscribe(feed.subscription)
 
     def _rise(self, state: dict[str, Any]) -> tuple[float, str] | None:
-        fraction, stage = overall_progress(state)
+        fraction, stage = overall_progress(state, self.share)
         if fraction is None or fraction <= self.fraction:
             return None
         self.fraction = fraction
@@ -533,18 +537,20 @@ def _data(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
 
 
-def overall_progress(state: dict[str, Any]) -> tuple[float | None, str]:
+def overall_progress(
+    state: dict[str, Any], script_share: float = SCRIPT_SHARE
+) -> tuple[float | None, str]:
     """One bar across both jobs, 0 to 1: the script's share, then the render's.
 
     Every change of the job's own percent moves it, so each one is a chunk.
     """
     status, percent = state["status"], state["progress"] / 100
     if status == Status.GENERATING_SCRIPT:
-        return round(SCRIPT_SHARE * percent, 4), "writing the script"
+        return round(script_share * percent, 4), "writing the script"
     if status == Status.DRAFT:
-        return (SCRIPT_SHARE, "script written") if state.get("scriptData") else (None, "")
+        return (script_share, "script written") if state.get("scriptData") else (None, "")
     if status == Status.RENDERING:
-        return round(SCRIPT_SHARE + (1 - SCRIPT_SHARE) * percent, 4), "rendering"
+        return round(script_share + (1 - script_share) * percent, 4), "rendering"
     if status == Status.COMPLETED:
         return 1.0, "done"
     return None, ""

@@ -24,9 +24,10 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.utils import timezone
 
-from projects import lifecycle
-from projects.engines import get_engine
+from projects import estimates, lifecycle
+from projects.engines import engine_name_for, get_engine
 from projects.engines.base import (
     Engine,
     EngineError,
@@ -99,7 +100,10 @@ def _worker_name() -> str:
 
 def _run(project_id: Any, step: Step) -> None:
     lease_owner = _worker_name()
-    project = lifecycle.claim(project_id, step, lease_owner)
+    engine_name = engine_name_for(step)
+    queued = VideoProject.objects.filter(pk=project_id).first()
+    basis = estimates.basis(queued, step, engine_name) if queued is not None else {}
+    project = lifecycle.claim(project_id, step, lease_owner, basis)
     if project is None:
         logger.info(
             "Not running %s job of %s: not queued, or held by a live worker", step, project_id
@@ -118,7 +122,10 @@ def _run(project_id: Any, step: Step) -> None:
         deadline=time.monotonic() + settings.JOB_TIME_LIMIT,
     )
     with Heartbeat(project.pk, lease_owner):
-        _run_attempts(project, job, reporter, lease_owner)
+        finished = _run_attempts(project, job, reporter, lease_owner)
+    if finished and project.run_started_at is not None:
+        took = (timezone.now() - project.run_started_at).total_seconds()
+        estimates.record(step, engine_name, estimates.size_of(project, step), took)
 
 
 class Heartbeat:
@@ -190,24 +197,24 @@ def _job_for(project: VideoProject, step: Step, engine: Engine) -> Job:
     return RenderJob(project, engine)
 
 
-def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_owner: str) -> None:
+def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_owner: str) -> bool:
+    """Run the job to its end; True if its result was saved."""
     attempt = project.attempt
     while True:
         try:
             result = job.run(reporter)
             reporter.flush()
-            job.finish(lease_owner, result)
-            return
+            return job.finish(lease_owner, result)
         except JobCancelled:
             logger.info("Project %s: job cancelled or taken over; stopping", project.pk)
-            return
+            return False
         except (OperationalError, InterfaceError):
             # The database went away (a restart, a failover). The attempt is not
             # the engine's fault: once it answers, the same attempt goes on from
             # its checkpoints, unless another worker took the job meanwhile.
             logger.warning("Project %s: lost the database; waiting for it", project.pk)
             if not _wait_for_database(reporter):
-                return
+                return False
         except JobTimedOut:
             minutes = settings.JOB_TIME_LIMIT / 60
             lifecycle.fail(
@@ -216,7 +223,7 @@ def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_own
                 "timeout",
                 f"The {job.step} job ran past its limit of {minutes:g} minutes and was stopped.",
             )
-            return
+            return False
         except TransientEngineError as error:
             if attempt >= settings.JOB_MAX_ATTEMPTS:
                 lifecycle.fail(
@@ -225,13 +232,13 @@ def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_own
                     error.code,
                     f"{error} (gave up after {attempt} attempts)",
                 )
-                return
+                return False
             attempt += 1
             if not _back_off(project, reporter, lease_owner, attempt, error):
-                return
+                return False
         except EngineError as error:
             lifecycle.fail(project.pk, lease_owner, error.code, str(error))
-            return
+            return False
         except Exception:
             logger.exception("Project %s: %s job crashed", project.pk, job.step)
             lifecycle.fail(
@@ -243,7 +250,7 @@ def _run_attempts(project: VideoProject, job: Job, reporter: Reporter, lease_own
                 f"Something went wrong in the worker while {DOING[job.step]}; "
                 "the job was stopped. Try again.",
             )
-            return
+            return False
 
 
 def _back_off(

@@ -352,7 +352,7 @@ def test_status_object_has_every_field_of_the_contract(
         "id", "status", "progress", "progressMessage", "currentStep", "completedSteps",
         "totalSteps", "scriptData", "videoUrl", "previousVideoUrl", "error", "attempt",
         "version", "createdAt", "updatedAt", "startedAt", "completedAt", "notified",
-        "prices", "charged", "queuePosition",
+        "prices", "charged", "queuePosition", "estimatedSecondsRemaining",
     }  # fmt: skip
 
 

@@ -161,6 +161,11 @@ class StatusSerializer(serializers.Serializer):
     charged = serializers.IntegerField(
         help_text="What the current or last job cost, after any refund."
     )
+    estimatedSecondsRemaining = serializers.IntegerField(
+        allow_null=True,
+        help_text="While a worker holds the job: about how many seconds it has left; "
+        "null without a basis (no job of its kind has finished here yet).",
+    )
     queuePosition = serializers.IntegerField(
         allow_null=True,
         help_text="While the job waits for a worker, its place in line (1 = next); else null.",

@@ -11,12 +11,15 @@ an invariant (the stream cap, which must hold, is counted in the database).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from rest_framework.throttling import UserRateThrottle
+
+logger = logging.getLogger(__name__)
 
 
 class _PostThrottle(UserRateThrottle):
@@ -31,6 +34,19 @@ class _PostThrottle(UserRateThrottle):
         if request.method != "POST" or not request.user.is_authenticated:
             return None
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        """Open when the cache is down: a Redis outage must not refuse every start.
+
+        Starts stay durable through it (the project row is the task's outbox);
+        the brake comes back with the cache.
+        """
+        try:
+            return super().allow_request(request, view)
+        except Exception:  # the cache backend's own errors (redis.ConnectionError, OSError)
+            logger.warning("The throttle's cache is unreachable; letting %s through", self.scope)
+            self.history = []
+            return True
 
     def wait(self) -> float | None:
         """Seconds until the oldest request that fills the window leaves it.

@@ -34,6 +34,11 @@ def get_engine() -> Engine:
     return StagedEngine(script, _load(render_setting, render_name))
 
 
+def engine_name_for(step: str) -> str:
+    """The name of the engine this worker uses for a step (as set: `local`, a dotted path…)."""
+    return _chosen("SCRIPT_ENGINE" if step == "script" else "RENDER_ENGINE")[1]
+
+
 def _chosen(setting: str) -> tuple[str, str]:
     """Which setting names the stage's engine (its own, or VIDEO_ENGINE), and the name."""
     own = getattr(settings, setting)

@@ -126,6 +126,28 @@
     return words[project.status] || "Failed";
   }
 
+  /* The server's estimate of the seconds left (null: no basis yet; a missing field counts as null),
+   * with when it came, so the page can count it down until the next status object brings a new one. */
+  function stamped(status) {
+    const estimate = status.estimatedSecondsRemaining;
+    return { ...status, estimatedSecondsRemaining: Number.isFinite(estimate) ? estimate : null, estimatedAt: Date.now() };
+  }
+
+  function secondsLeft(project) {
+    if (!isRunning(project) || project.estimatedSecondsRemaining == null) return null;
+    const gone = Math.floor((Date.now() - project.estimatedAt) / 1000);
+    return Math.max(0, project.estimatedSecondsRemaining - gone);
+  }
+
+  function remainingWords(seconds) {
+    if (seconds < 5) return "a few seconds left";
+    if (seconds < 90) return `about ${Math.max(5, Math.round(seconds / 5) * 5)} s left`;
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 60) return `about ${minutes} min left`;
+    const [hours, rest] = [Math.floor(minutes / 60), minutes % 60];
+    return rest ? `about ${hours} h ${rest} min left` : `about ${hours} h left`;
+  }
+
   function titleOf(project) {
     const listed = state.projects.find((item) => item.id === project.id);
     return project.title || (listed ? listed.title : "");
@@ -205,6 +227,7 @@
     step.hidden = !project.totalSteps;
     step.textContent = `Step ${Math.min(project.completedSteps + 1, project.totalSteps)} of ${project.totalSteps}`;
     renderElapsed();
+    renderRemaining();
     renderPrevious($("#job-previous"), project.status === "RENDERING" ? project.previousVideoUrl : null);
   }
 
@@ -227,6 +250,15 @@
     const [hours, minutes, rest] = [Math.floor(seconds / 3600), Math.floor((seconds % 3600) / 60), seconds % 60];
     const pad = (value) => String(value).padStart(2, "0");
     $("#job-elapsed").textContent = hours ? `${hours}:${pad(minutes)}:${pad(rest)}` : `${minutes}:${pad(rest)}`;
+  }
+
+  /* Counted down each second with Elapsed; like it, outside any live region, so nothing is announced per tick. */
+  function renderRemaining() {
+    const seconds = secondsLeft(state.project);
+    const text = seconds === null ? "" : remainingWords(seconds);
+    const remaining = $("#job-remaining");
+    if (remaining.textContent !== text) remaining.textContent = text;
+    remaining.hidden = !text;
   }
 
   function appendLog(lines) {
@@ -439,11 +471,11 @@
   }
 
   function mergeStatus(status) {
-    state.project = { ...state.project, ...status };
+    state.project = { ...state.project, ...stamped(status) };
     state.etag = null;
     const index = state.projects.findIndex((item) => item.id === status.id);
     if (index < 0) return;
-    state.projects[index] = { ...state.projects[index], ...status };
+    state.projects[index] = { ...state.projects[index], ...stamped(status) };
     renderProjects();
   }
 
@@ -481,7 +513,7 @@
       return toast(error.message, "", "error");
     }
     leaveOpenProject();
-    state.project = project;
+    state.project = stamped(project);
     render();
     renderProjects();
     if (isRunning(project)) return follow(); // with its whole log
@@ -825,7 +857,8 @@
     try {
       const { data } = await api("GET", `projects?page=${page}`);
       const before = new Map(state.projects.map((project) => [project.id, project]));
-      state.projects = more ? state.projects.concat(data.results) : data.results;
+      const results = data.results.map(stamped);
+      state.projects = more ? state.projects.concat(results) : results;
       state.nextPage = data.next ? page + 1 : null;
       // A job left running in the background (not the open one) is told about here.
       const ended = data.results.filter((project) => isRunning(before.get(project.id)) && !isRunning(project));
@@ -854,9 +887,11 @@
   function projectItem(project) {
     const open = Boolean(state.project) && state.project.id === project.id;
     const percent = Math.round(project.progress || 0);
+    const left = secondsLeft(project);
     const meta = el("span", { class: "project-meta" },
       el("span", { class: `badge badge-${project.status.toLowerCase()}` }, statusWords(project)),
       el("span", {}, `${percent}%`),
+      left === null ? null : el("span", {}, remainingWords(left)),
       el("span", {}, `updated ${timeAgo(project.updatedAt)}`));
     const button = el("button", { type: "button", class: "project-item", "data-id": project.id, "aria-current": open ? "true" : null },
       el("span", { class: "project-title" }, project.title), meta,
@@ -961,6 +996,7 @@
     let ticks = 0;
     setInterval(() => {
       renderElapsed();
+      renderRemaining();
       ticks += 1;
       if (ticks % 30 === 0) renderProjects(); // "updated 2 minutes ago" moves on
     }, 1000);

@@ -49,6 +49,8 @@ def _start_product(
     product: Product, redis_server: RedisServer, media_root: Path
 ) -> tuple[httpx.Client, Any]:
     env = product_env(database_url_for_children(), redis_server.url, media_root)
+    # One user's jobs must wait in Redis itself, not in the fair queue's database line.
+    env["MAX_ACTIVE_JOBS_PER_USER"] = str(JOBS)
     web = product.start_web_server(env)
     worker = product.start_worker(env)
     product.wait_until_running(worker)
