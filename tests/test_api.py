@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from projects import lifecycle
+from projects.api import ranges
 from projects.models import ProgressEvent, Status, Step, VideoProject
-from tests.conftest import BRIEF, SCRIPT
+from tests.conftest import BRIEF, SCRIPT, AsgiServer
 
 pytestmark = pytest.mark.django_db
 
@@ -522,3 +526,32 @@ def test_the_log_refuses_a_bad_offset(alice_api: APIClient, make_project: Any) -
 
     assert response.status_code == 400
     assert "offset" in response.json()["fields"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_server_streams_a_video_whole_and_by_range_in_chunks(
+    alice: Any, scripted_project: VideoProject, media_root: Path, asgi_server: AsgiServer
+) -> None:
+    """Under uvicorn the file is read a chunk at a time (bench/download.py measures the memory)."""
+    started = lifecycle.start_job(scripted_project, Step.RENDER)
+    lifecycle.claim(started.pk, Step.RENDER, "w")
+    name = f"videos/{started.pk}/big.mp4"
+    content = os.urandom(3 * ranges.ASYNC_CHUNK + 12345)  # more than one chunk, and a rest
+    (media_root / name).parent.mkdir(parents=True)
+    (media_root / name).write_bytes(content)
+    lifecycle.finish_render(started.pk, "w", name)
+    token, _ = Token.objects.get_or_create(user=alice)
+    address = f"{asgi_server.url}{url(started, 'video')}"
+    headers = {"Authorization": f"Token {token.key}"}
+
+    whole = httpx.get(address, headers=headers, timeout=30)
+    start = ranges.ASYNC_CHUNK - 7
+    part = httpx.get(address, headers=headers | {"Range": f"bytes={start}-"}, timeout=30)
+
+    assert whole.status_code == 200
+    assert whole.headers["Content-Length"] == str(len(content))
+    assert whole.headers["Content-Disposition"].startswith("inline; filename=")
+    assert whole.content == content
+    assert part.status_code == 206
+    assert part.headers["Content-Range"] == f"bytes {start}-{len(content) - 1}/{len(content)}"
+    assert part.content == content[start:]
