@@ -17,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -135,6 +135,44 @@ def run_ffmpeg(
             raise EngineError(f"{label}: ffmpeg exited with status {proc.returncode}: {tail}")
     if ended:
         progress.update(1.0)
+
+
+def pipe_frames(args: list[str], frames: Iterable[bytes], *, label: str) -> None:
+    """Run ffmpeg with `args`, writing `frames` to its stdin from this thread, one at a time.
+
+    For encoders that report no progress until they finish (the animated WebP
+    encoder assembles its file at the end): the caller reports progress as it
+    makes each frame, and nothing holds more than one frame. Any exception
+    (JobStopped included) kills ffmpeg before it propagates.
+    """
+    with tempfile.TemporaryFile() as stderr_file:
+        command = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *args]
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr_file,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise EngineError(f"{label}: could not start ffmpeg ({error.strerror})") from error
+        assert proc.stdin is not None
+        try:
+            for frame in frames:
+                proc.stdin.write(frame)
+            proc.stdin.close()
+            proc.wait()
+        except BrokenPipeError:
+            proc.wait()  # ffmpeg stopped reading: its own words say why, below
+        except BaseException:
+            _kill(proc)
+            raise
+        finally:
+            _close_quietly(proc.stdin)
+        if proc.returncode != 0:
+            tail = _tail(stderr_file)
+            raise EngineError(f"{label}: ffmpeg exited with status {proc.returncode}: {tail}")
 
 
 def _command(args: list[str], *, has_feed: bool) -> list[str]:

@@ -25,7 +25,7 @@ from projects.engines.base import (
     StageProgress,
 )
 from projects.engines.drawing import RENDER_FPS, draw_frame
-from projects.engines.ffmpeg import probe_clip, run_ffmpeg
+from projects.engines.ffmpeg import pipe_frames, probe_clip, run_ffmpeg
 from projects.engines.writing import outline_scenes, tidy_scene
 
 # The preview moves exactly as the render will, at a third of its size.
@@ -61,23 +61,33 @@ class LocalEngine:
         """The scene's animated preview (WebP), moving exactly as its render will."""
         check_spec(spec)
         check_scene(scene)
-        size = preview_size(spec.size)
+        width, height = preview_size(spec.size)
         count = frame_count(scene.seconds, PREVIEW_FPS)
-        frames = []
-        for frame_index in range(count):
-            frames.append(draw_frame(spec, scene, frame_index, size, PREVIEW_FPS))
-            progress.update(PREVIEW_DRAW_SHARE * (frame_index + 1) / count)
-        progress.check()
+
+        def frames() -> Iterator[bytes]:
+            # One frame at a time into the encoder: memory stays flat with the scene's length.
+            for frame_index in range(count):
+                yield draw_frame(spec, scene, frame_index, (width, height), PREVIEW_FPS).tobytes()
+                progress.update(PREVIEW_DRAW_SHARE * (frame_index + 1) / count)
+            progress.check()
+
         with _atomic_output(preview_path) as partial:
-            frames[0].save(
-                partial,
-                format="WEBP",
-                save_all=True,
-                append_images=frames[1:],
-                duration=round(1000 / PREVIEW_FPS),
-                loop=0,
-                quality=75,
-            )
+            args = [
+                *("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}"),
+                *("-r", str(PREVIEW_FPS), "-i", "pipe:0"),
+                *(
+                    "-c:v",
+                    "libwebp_anim",
+                    "-quality",
+                    "75",
+                    "-compression_level",
+                    "0",
+                    "-loop",
+                    "0",
+                ),
+                *("-f", "webp", "-y", str(partial)),
+            ]
+            pipe_frames(args, frames(), label=f"Scene {scene.index + 1} preview")
         progress.update(1.0)
 
     def render_scene(
