@@ -17,11 +17,13 @@ The protocol (messages are `{"type", "task_id", "payload"}`, `task_id` is a proj
 
 Where each subscription stands (`WebSocketSubscription.last_seq`) is the last
 seq its client acked (DESIGN.md principle 12): never what the server sent, since
-what was in flight when a connection died never arrived. It starts where the
-subscription started (its `since`, or the version its first status carried),
-moves only forward and only on acks, and is where a reconnect, or a `subscribe`
-without `since`, resumes. A client that never acks is re-sent, on reconnect,
-everything from where its subscription started. Acks are cheap: the process's
+what was in flight when a connection died never arrived. It starts as the
+client's `since`, or as nothing; it moves only forward and only on acks, and is
+where a reconnect, or a `subscribe` without `since`, resumes. A client that has
+said nothing is sent, on reconnect, the project's current status and then live
+events, as on its first subscribe. The first ack of a subscription is written
+at once (so a crash right after subscribing cannot fall back to that); later
+ones are cheap: the process's
 `SessionCursors` (`projects/cursors.py`) writes all its sockets' moved cursors
 in one statement every `WS_CURSOR_FLUSH_SECONDS`, and when a socket closes.
 
@@ -324,8 +326,7 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         await self._send("reconnected", None, {"client_id": self.client_id, "subscribed": topics})
         for subscription in subscriptions:
             key = str(subscription.project_id)
-            self.acked[key] = max(subscription.last_seq, unwritten.get(key, 0))
-            await self._follow(key, self.acked[key])
+            await self._follow(key, self._said(key, subscription.last_seq, unwritten.get(key)))
 
     async def _subscribe(self, project: VideoProject, since: Any) -> None:
         key = str(project.pk)
@@ -340,17 +341,22 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         self._stop_feed(key)
         if since is not None and since > project.version:
             since = None  # a seq this project never had: start from its current state
-        unwritten = self.bus.session_cursors.unwritten(self.client_id).get(key, 0)
+        unwritten = self.bus.session_cursors.unwritten(self.client_id).get(key)
         subscription, created = await WebSocketSubscription.objects.aget_or_create(
-            session=self.session,
-            project=project,
-            defaults={"last_seq": project.version if since is None else since},
+            session=self.session, project=project, defaults={"last_seq": since}
         )
         await self._send("subscribed", key, {"topics": [*self.feeds, key]})
-        self.acked[key] = max(subscription.last_seq, unwritten, self.acked.get(key, 0))
+        said = self._said(key, subscription.last_seq, unwritten, self.acked.get(key))
         if since is None and not created:
-            since = self.acked[key]  # where the client's own acks left off
+            since = said  # where the client's own acks left off (None: nothing said yet)
         await self._follow(key, since)
+
+    def _said(self, key: str, *seqs: int | None) -> int | None:
+        """The furthest the client has said it got: stored, unwritten, or on this socket."""
+        said = max((seq for seq in seqs if seq is not None), default=None)
+        if said is not None:
+            self.acked[key] = said
+        return said
 
     async def _unsubscribe(self, key: str) -> None:
         self._stop_feed(key)
@@ -421,10 +427,15 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
             if seq > self.known[key]:
                 await self._refuse(key, "invalid", f"Project {key} has no event {seq} yet.")
                 return
-        if seq <= self.acked.get(key, 0):
+        first = key not in self.acked
+        if not first and seq <= self.acked[key]:
             return  # a late or repeated ack: a cursor never moves back
         self.acked[key] = seq
         self.bus.session_cursors.ack(self.client_id, key, seq)
+        if first:
+            # Once a subscription, not once an event: until the client's first word
+            # is stored, a crash would leave the server nothing to resume from.
+            await self.bus.session_cursors.flush()
 
     # --- sending ---
 

@@ -30,9 +30,7 @@ def size_of(project: VideoProject, step: Step) -> float:
     """Scenes to write, or seconds of video to render (the script's, else the brief's)."""
     if step == Step.SCRIPT:
         return float(project.scene_count)
-    scenes = (project.script_data or {}).get("scenes") or []
-    seconds = sum(float(scene.get("seconds", 0)) for scene in scenes)
-    return seconds or float(project.scene_count * project.seconds_per_scene)
+    return project.video_seconds()
 
 
 def record(step: Step, engine: str, size: float, seconds: float) -> None:

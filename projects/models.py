@@ -246,13 +246,14 @@ class VideoProject(models.Model):
         return {"script": settings.CREDITS_PER_SCRIPT, "render": self.render_price()}
 
     def render_price(self) -> int:
-        """Credits per second of video: the script's scenes, or the brief's before a script."""
+        return math.ceil(self.video_seconds() * settings.CREDITS_PER_VIDEO_SECOND)
+
+    def video_seconds(self) -> float:
+        """How long the video is: the script's scenes, or the brief's before a script."""
         scenes = (self.script_data or {}).get("scenes")
         if scenes:
-            seconds = sum(float(scene.get("seconds", 0)) for scene in scenes)
-        else:
-            seconds = self.scene_count * self.seconds_per_scene
-        return math.ceil(seconds * settings.CREDITS_PER_VIDEO_SECOND)
+            return sum(float(scene.get("seconds", 0)) for scene in scenes)
+        return float(self.scene_count * self.seconds_per_scene)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -448,7 +449,8 @@ class WebSocketSubscriptionQuerySet(models.QuerySet["WebSocketSubscription"]):
         for start in range(0, len(items), ADVANCE_CHUNK):
             chunk = items[start : start + ADVANCE_CHUNK]
             ahead = [
-                Q(session_id=session, project_id=project, last_seq__lt=seq)
+                Q(session_id=session, project_id=project)
+                & (Q(last_seq__isnull=True) | Q(last_seq__lt=seq))
                 for (session, project), seq in chunk
             ]
             target = Case(
@@ -466,8 +468,10 @@ class WebSocketSubscriptionQuerySet(models.QuerySet["WebSocketSubscription"]):
 class WebSocketSubscription(models.Model):
     """A session's interest in one project, and the last `seq` its client acknowledged.
 
-    `last_seq` starts where the subscription started and moves only on the
-    client's acks (DESIGN.md principle 12), written in batches by `projects.cursors`.
+    `last_seq` is the client's own word only (DESIGN.md principle 12): the
+    `since` it subscribed with, then its acks, written in batches by
+    `projects.cursors`. Null until it has said anything: a reconnect then
+    starts again from the project's current status.
     """
 
     session = models.ForeignKey(
@@ -476,7 +480,7 @@ class WebSocketSubscription(models.Model):
     project = models.ForeignKey(
         VideoProject, on_delete=models.CASCADE, related_name="websocket_subscriptions"
     )
-    last_seq = models.PositiveBigIntegerField(default=0)
+    last_seq = models.PositiveBigIntegerField(null=True, blank=True)
 
     objects = WebSocketSubscriptionQuerySet.as_manager()
 

@@ -50,9 +50,6 @@ MODELS = {
     "videocreation-9x16": AspectRatio.TALL,
     "videocreation-1x1": AspectRatio.SQUARE,
 }
-# The bar of one request covers both jobs: writing the script, then rendering.
-# Before this installation has finished any job; then projects/estimates.py decides.
-SCRIPT_SHARE = estimates.DEFAULT_SCRIPT_SHARE
 MODELS_CREATED = 1_767_225_600  # 2026-01-01, when these models were first offered
 # Parameters OpenAI's API takes that mean nothing for a video: accepted, ignored.
 IGNORED_PARAMETERS = frozenset(
@@ -538,7 +535,7 @@ def _data(body: dict[str, Any]) -> str:
 
 
 def overall_progress(
-    state: dict[str, Any], script_share: float = SCRIPT_SHARE
+    state: dict[str, Any], script_share: float = estimates.DEFAULT_SCRIPT_SHARE
 ) -> tuple[float | None, str]:
     """One bar across both jobs, 0 to 1: the script's share, then the render's.
 

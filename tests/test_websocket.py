@@ -226,7 +226,7 @@ def test_a_reconnect_replays_what_was_sent_after_the_last_ack(
     assert after[-1]["payload"]["status"] == "COMPLETED"
 
 
-def test_a_client_that_never_acks_is_replayed_everything_since_it_subscribed(
+def test_a_client_that_never_acks_is_given_the_current_state_again_on_reconnect(
     asgi_server: AsgiServer, alice: User, make_project: Any
 ) -> None:
     project = make_project()
@@ -241,10 +241,36 @@ def test_a_client_that_never_acks_is_replayed_everything_since_it_subscribed(
         seen = [_receive(socket) for _ in range(project.version - started_at)]
         assert _seqs(seen) == list(range(started_at + 1, project.version + 1))
 
+    assert _subscription(project).last_seq is None, "a send is not the client's word"
+
     with _socket(asgi_server, alice, f"?old_client_id={client_id}") as socket:
         assert _receive(socket)["type"] == "reconnected"
-        again = [_receive(socket) for _ in range(project.version - started_at)]
-    assert _seqs(again) == _seqs(seen), "nothing was acked: all of it comes again"
+        again = _receive(socket)
+    # Nothing acked: the server assumes the client has nothing, and starts from the state.
+    assert again["type"] == "status"
+    assert again["payload"]["seq"] == project.version
+    assert again["payload"]["status"] == project.status
+
+
+def test_a_subscriptions_first_ack_is_stored_at_once_and_later_ones_in_batches(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    asgi_server.restart(WS_CURSOR_FLUSH_SECONDS="600")  # no batch during this test
+    project = make_project()
+    with _socket(asgi_server, alice) as socket:
+        _receive(socket)
+        socket.send(json.dumps({"action": "subscribe", "task_id": str(project.pk)}))
+        assert _receive(socket)["type"] == "subscribed"
+        first = _receive(socket)["payload"]["seq"]
+        _ack(socket, project, first)
+        wait_for(lambda: _subscription(project).last_seq == first, "the first ack to be stored")
+        lifecycle.edit_brief(project, {"style": "noir"})
+        later = _receive(socket)["payload"]["seq"]
+        _ack(socket, project, later)
+        _settle(socket)  # the ack has been handled
+
+        assert _subscription(project).last_seq == first, "later acks wait for the batch"
+    wait_for(lambda: _subscription(project).last_seq == later, "the goodbye to store the rest")
 
 
 @pytest.mark.worker

@@ -36,7 +36,8 @@ class Command(BaseCommand):
             raise CommandError(f"There is no user named {username!r}; nothing was changed.")
         entry = ledger.grant(user.pk, change, reason)
         self.stdout.write(_outcome(username, change, entry))
-        self.stdout.write(f"Balance of {username}: {_credits(ledger.balance_of(user.pk))}.")
+        balance = entry.balance_after if entry is not None else 0  # None: nothing to take
+        self.stdout.write(f"Balance of {username}: {_credits(balance)}.")
 
 
 def _whole_number(amount: str) -> int:
