@@ -186,7 +186,7 @@ WEB_APP_NAME = "videocreation-test-web"
 
 
 class AsgiServer:
-    """`uvicorn videocreation.asgi:application` as its own process, as `make run` starts it.
+    """A web process (`manage.py web`, one process) as `make run` starts it.
 
     It reads the tests' database (so its rows must be committed: use
     `django_db(transaction=True)`) and can be stopped and started again on
@@ -205,9 +205,8 @@ class AsgiServer:
 
     def start(self, **extra_env: str) -> AsgiServer:
         self.env.update(extra_env)
-        command = [sys.executable, "-m", "uvicorn", "videocreation.asgi:application"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
-        command += ["--timeout-graceful-shutdown", "1"]
+        command = [sys.executable, "manage.py", "web", "--processes", "1"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--graceful-seconds", "1"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,

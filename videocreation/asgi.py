@@ -18,6 +18,8 @@ http_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from projects.bus import close_bus  # noqa: E402
@@ -27,6 +29,7 @@ from projects.consumers import (  # noqa: E402
     TokenHeaderAuthMiddleware,
 )
 from videocreation.middleware import RequestBodyLimit  # noqa: E402
+from videocreation.server import Dispatcher  # noqa: E402
 from videocreation.settings import require_production_secret  # noqa: E402
 
 require_production_secret()
@@ -45,7 +48,9 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 application = ProtocolTypeRouter(
     {
-        "http": RequestBodyLimit(http_application),
+        "http": RequestBodyLimit(
+            Dispatcher(get_wsgi_application(), http_application, settings.WEB_THREADS)
+        ),
         "websocket": BrowserOriginValidator(
             AuthMiddlewareStack(
                 TokenHeaderAuthMiddleware(

@@ -154,7 +154,15 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Connections are kept this many seconds by the threads that serve requests
+# (videocreation/server.py) and by workers, and checked before reuse; a thread
+# Django's ASGI handler makes for one request closes its own when it ends.
+CONN_MAX_AGE = env_int("CONN_MAX_AGE", 300)
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=CONN_MAX_AGE, conn_health_checks=CONN_MAX_AGE > 0
+    )
+}
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
@@ -301,6 +309,10 @@ SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
 SSE_MAX_SECONDS = env_float("SSE_MAX_SECONDS", 1800.0, minimum=1.0)
 SSE_RETRY_MS = env_int("SSE_RETRY_MS", 3000, minimum=100)
 LONG_POLL_MAX_SECONDS = 60
+# `manage.py web` runs WEB_CONCURRENCY server processes on one port, each with
+# WEB_THREADS threads for requests that answer at once (videocreation/server.py).
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", os.cpu_count() or 1, minimum=1)
+WEB_THREADS = env_int("WEB_THREADS", 8, minimum=1)
 # A web process vouches for its live clients this often; `GET active` counts a
 # client gone once its process has been silent for LIVE_CLIENT_STALE_SECONDS.
 LIVE_CLIENT_REFRESH_SECONDS = env_float("LIVE_CLIENT_REFRESH_SECONDS", 15.0, minimum=0.1)

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Run the ASGI web server (uvicorn) and a django-q2 cluster together; Ctrl-C stops both."
+    help = "Run the web server (manage.py web) and a worker cluster together; Ctrl-C stops both."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -20,21 +20,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         python = sys.executable
         commands = {
-            "web": [
-                python,
-                "-m",
-                "uvicorn",
-                "videocreation.asgi:application",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--no-access-log",
-                # Open SSE streams would hold a restart for 30 minutes; their
-                # clients reconnect with Last-Event-ID and miss nothing.
-                "--timeout-graceful-shutdown",
-                "3",
-            ],
+            # WEB_CONCURRENCY processes on one port (manage.py web).
+            "web": [python, "manage.py", "web", "--host", host, "--port", str(port)],
             "worker": [python, "manage.py", "worker"],
         }
         children = {name: subprocess.Popen(command) for name, command in commands.items()}
