@@ -3,13 +3,14 @@
 Served only by the benchmark (`uvicorn counting_asgi:application`). It counts
 every SQL statement the process runs, on every thread's connection, and
 answers `GET /bench/counters` with that count, the bus's fan-out reads and its
-subscriber count, and the process's resident memory.
+subscriber count, and the process's resident memory and CPU time (all threads).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import resource
 from pathlib import Path
 
 from django.db.backends.signals import connection_created
@@ -41,6 +42,11 @@ def _rss_kib() -> int:
     return 0
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def application(scope, receive, send):
     if scope["type"] == "http" and scope["path"] == "/bench/counters":
         from projects.bus import get_bus
@@ -52,6 +58,7 @@ async def application(scope, receive, send):
                 "fan_out_reads": bus.reads,
                 "subscribers": bus.subscriber_count,
                 "rss_kib": _rss_kib(),
+                "cpu_seconds": _cpu_seconds(),
             }
         ).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]

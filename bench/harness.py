@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -41,6 +42,24 @@ def throwaway_env(prefix: str) -> dict[str, str]:
     for name in ("REDIS_URL", "EVENT_BUS"):
         env.pop(name, None)
     return env
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Raise this process's soft limit on open files to its hard limit (children inherit it).
+
+    Each stream client is a descriptor in the benchmark and one in the server;
+    the usual soft limit (1,024) runs out before 1,000 clients. An operator
+    sets the same for the web server: `LimitNOFILE=` in its systemd unit,
+    `ulimit -n` in its shell, `nofile` in /etc/security/limits.conf.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"{needed} open files are needed but the hard limit is {hard}: "
+            f"raise it (e.g. `ulimit -Hn {needed}` as root, or LimitNOFILE= for a service)"
+        )
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:
@@ -177,3 +196,28 @@ def _scratch_postgres(name: str) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
             drop(admin)
+
+
+def web_command(tree: Path, port: int) -> list[str]:
+    """The product's web server as `make run` starts it, on `port`, without the worker.
+
+    `manage.py web` where the tree has it; before that, the uvicorn command that
+    `manage.py serve` runs beside its worker.
+    """
+    python = sys.executable
+    if (tree / "projects" / "management" / "commands" / "web.py").exists():
+        return [python, "manage.py", "web", "--host", "127.0.0.1", "--port", str(port)]
+    command = [python, "-m", "uvicorn", "videocreation.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    return [*command, "--timeout-graceful-shutdown", "3"]
+
+
+def process_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system, all threads) and resident KiB of process `pid`, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command's closing parenthesis, utime and stime are the 12th and 13th fields.
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return cpu, int(line.split()[1])
+    return cpu, 0

@@ -1,8 +1,10 @@
 """From a reporter's write to an SSE client: latency, database work and memory per subscriber count.
 
-    .venv/bin/python bench/sse.py                   # SQLite (listeners poll the log)
+    .venv/bin/python bench/sse.py                   # SQLite (no Redis: the bus watches the file)
     .venv/bin/python bench/sse.py --postgres        # PostgreSQL (LISTEN/NOTIFY)
     .venv/bin/python bench/sse.py --redis           # SQLite, wake-ups over Redis pub/sub
+    .venv/bin/python bench/sse.py --postgres --clients 5000
+    .venv/bin/python bench/sse.py --tree /tmp/before   # another source tree, same venv
 
 It migrates a throwaway database (a temporary SQLite file, or a scratch
 PostgreSQL database it drops afterwards), makes a user and a project, and
@@ -16,12 +18,18 @@ fall anywhere in the SQLite poll period) and after it waits until every client
 has the event. For each count it prints:
 
 * latency: from the start of the write call to the event's arrival at a
-  client, median and p99 over every (update, client) pair;
+  client, median and p99 over every (update, client) pair; and to its
+  arrival at the last client, median and p99 over the updates;
 * statements per update: every SQL statement the server ran during the
   updates (fan-out reads, safety or SQLite polls, live-client refreshes),
   divided by the updates; and the bus's fan-out log reads per update;
+* the server's CPU time (all its threads) per update;
 * the server's resident memory, and its growth per subscriber over the
   memory before any subscriber.
+
+A client count past ~1,000 needs more file descriptors than the usual soft
+limit of 1,024, in this process and in the server's: it raises its own soft
+limit (the server inherits it) and says so when the hard limit is too low.
 """
 
 from __future__ import annotations
@@ -30,7 +38,6 @@ import argparse
 import asyncio
 import json
 import random
-import resource
 import statistics
 import time
 from collections import defaultdict
@@ -39,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import bench_server
+from harness import bench_server, raise_fd_limit
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
@@ -158,30 +165,52 @@ def _writer(project_id: str) -> Callable[[int], tuple[int, float]]:
     return write
 
 
-async def _measure(args: argparse.Namespace, port: int, token: str, project_id: str) -> None:
+def percentile(values: list[float], share: float) -> float:
+    """The value at `share` (0-1) of the sorted `values`, by nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+TABLE_HEAD = (
+    "| subscribers | latency median | p99 | last client median | last client p99 "
+    "| SQL statements per update | fan-out reads per update | server CPU per update "
+    "| server RSS | RSS per subscriber |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+async def _measure(
+    args: argparse.Namespace,
+    port: int,
+    token: str,
+    project_id: str,
+    client: Callable[[Arrivals], Any] | None = None,
+) -> None:
+    """The table for `args.subscribers` clients made by `client` (SSE clients by default)."""
     arrivals = Arrivals()
     path = f"/api/video-creation/projects/{project_id}/events"
+    if client is None:
+
+        def client(arrivals: Arrivals) -> SseClient:
+            return SseClient(port, path, token, arrivals)
+
     write = _writer(project_id)
     thread = ThreadPoolExecutor(max_workers=1)  # one thread, so one database connection
     loop = asyncio.get_running_loop()
-    clients: list[SseClient] = []
+    clients: list[Any] = []
 
     await _get_json(port, f"/api/video-creation/projects/{project_id}/status", token)  # warm-up
     baseline = await _get_json(port, "/bench/counters")
     print(f"server memory before any subscriber: {baseline['rss_kib'] / 1024:.1f} MiB")
-    print(
-        "| subscribers | latency median | latency p99 | SQL statements per update "
-        "| fan-out reads per update | server RSS | RSS per subscriber |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(TABLE_HEAD)
     number = 0
     try:
         for count in args.subscribers:
             while len(clients) < count:
-                batch = [
-                    SseClient(port, path, token, arrivals)
-                    for _ in range(min(OPEN_AT_ONCE, count - len(clients)))
-                ]
+                batch = [client(arrivals) for _ in range(min(OPEN_AT_ONCE, count - len(clients)))]
                 clients += batch
                 await asyncio.gather(*(client.open() for client in batch))
             arrivals.clients = len(clients)
@@ -189,21 +218,25 @@ async def _measure(args: argparse.Namespace, port: int, token: str, project_id: 
                 await asyncio.sleep(0.05)
             before = await _get_json(port, "/bench/counters")
             latencies: list[float] = []
+            last: list[float] = []
             for _ in range(args.updates):
                 await asyncio.sleep(random.uniform(0, 0.3))
                 number += 1
                 seq, began = await loop.run_in_executor(thread, write, number)
                 await arrivals.all_have(seq, timeout=60)
-                latencies += [at - began for at in arrivals.times.pop(seq)]
+                times = arrivals.times.pop(seq)
+                latencies += [at - began for at in times]
+                last.append(max(times) - began)
             after = await _get_json(port, "/bench/counters")
-            latencies.sort()
             statements = (after["statements"] - before["statements"]) / args.updates
             reads = (after["fan_out_reads"] - before["fan_out_reads"]) / args.updates
+            cpu = (after["cpu_seconds"] - before["cpu_seconds"]) / args.updates
             growth = (after["rss_kib"] - baseline["rss_kib"]) / count
             print(
-                f"| {count:,} | {statistics.median(latencies) * 1000:.1f} ms "
-                f"| {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms "
-                f"| {statements:.1f} | {reads:.2f} | {after['rss_kib'] / 1024:.1f} MiB "
+                f"| {count:,} | {ms(statistics.median(latencies))} "
+                f"| {ms(percentile(latencies, 0.99))} "
+                f"| {ms(statistics.median(last))} | {ms(percentile(last, 0.99))} "
+                f"| {statements:.1f} | {reads:.2f} | {ms(cpu)} | {after['rss_kib'] / 1024:.1f} MiB "
                 f"| {growth:.1f} KiB |",
                 flush=True,
             )
@@ -217,16 +250,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL with LISTEN/NOTIFY")
     parser.add_argument("--redis", action="store_true", help="wake-ups over Redis pub/sub")
-    parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 10, 100, 1000])
+    parser.add_argument(
+        "--subscribers",
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 10, 100, 1000],
+        help="client counts, each held while its updates are measured (default 1 10 100 1000)",
+    )
     parser.add_argument("--updates", type=int, default=40, help="writes per subscriber count")
+    parser.add_argument("--tree", type=Path, default=TREE, help="the source tree to serve")
     args = parser.parse_args()
 
-    # 1,000 clients and their server-side sockets need more than the usual 1,024 descriptors.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Each client is a socket here and one in the server (which inherits this limit).
+    raise_fd_limit(max(args.subscribers) + 200)
 
     with bench_server(
-        TREE,
+        args.tree,
         "counting_asgi:application",
         prefix="bench-sse-",
         postgres_db=SCRATCH_DB if args.postgres else None,

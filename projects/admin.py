@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -26,7 +25,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from projects import lifecycle
-from projects.api.ranges import ranged_file_response
+from projects.api.ranges import stored_file_response
 from projects.models import Status, VideoProject
 
 EVENT_HISTORY_LIMIT = 200
@@ -182,10 +181,11 @@ class VideoProjectAdmin(admin.ModelAdmin):
         project = VideoProject.objects.filter(pk=project_id).first()
         if project is None or not project.video:
             raise Http404("This project has no video.")
-        video = Path(settings.MEDIA_ROOT) / project.video.name
-        if not video.is_file():
-            raise Http404("This project's video file is missing.")
-        return ranged_file_response(request, video, "video/mp4", video.name)
+        name = project.video.name
+        try:
+            return stored_file_response(request, name, "video/mp4", Path(name).name)
+        except FileNotFoundError:
+            raise Http404("This project's video file is missing.") from None
 
     @admin.display(description="Events")
     def event_history(self, project: VideoProject) -> SafeString:

@@ -2,10 +2,11 @@
 
 How live events reach clients (DESIGN.md principles 6-8):
 
-* `progress.write` calls `announce(project_id)` inside its transaction. On
-  PostgreSQL that is `pg_notify`, which the server delivers only when the
-  transaction commits; with Redis it is a PUBLISH from `on_commit`; when
-  listeners poll (SQLite) it is nothing.
+* `progress.write` calls `announce(project_id, events)` inside its
+  transaction. On PostgreSQL that is `pg_notify`, which the server delivers
+  only when the transaction commits; with Redis it is a PUBLISH from
+  `on_commit`; on SQLite it is nothing: every web process's bus notices the
+  commit itself (`PRAGMA data_version`, below).
 * Each web process (each event loop) holds one `Bus`. It knows which projects
   its clients watch and, per project, the last `seq` it has fanned out. A
   wake-up marks a project dirty; the bus reads that project's events after
@@ -13,7 +14,20 @@ How live events reach clients (DESIGN.md principles 6-8):
   `Subscription` of that project in memory.
 * A wake-up is a hint, never the data: a merged wake-up is covered because
   the bus reads everything after its cursor, and a lost one by a slow safety
-  poll of the watched projects' versions (the only wake-up on SQLite).
+  poll of the watched projects' versions.
+* A wake-up may carry the transaction's events (when they fit in one
+  message). The bus hands them on without a read only when they continue its
+  cursor, `seq = cursor + 1` onward: they are the rows that transaction
+  committed, and the cursor only ever moved over events read or carried
+  contiguously, so the guarantee above holds. Anything else (a gap after a
+  lost or reordered wake-up, a process that just started watching, events too
+  big to carry) is read from the log as before.
+* On SQLite the bus asks its own read-only connection for `PRAGMA
+  data_version` every `COMMIT_CHECK_SECONDS`: it changes whenever another
+  connection commits (WAL checkpoints included) and reads no table. Only then
+  does it poll the watched projects' versions, and every
+  `EVENT_SAFETY_POLL_SECONDS` anyway, the safety net it has on PostgreSQL
+  and Redis too.
 * Transports read through a `Feed`: first the client's replay from the
   database after its own cursor, then live events, each `seq` once and in
   order. A feed that sees a gap (its subscriber's buffer overflowed while the
@@ -26,21 +40,24 @@ concurrent transactions can commit out of order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
+import json
 import logging
 import os
 import socket
+import sqlite3
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection, transaction
 
+from projects import metrics
 from projects.cursors import SessionCursors
 from projects.models import LiveClient, ProgressEvent, VideoProject, WebSocketSession
 
@@ -52,6 +69,14 @@ CHANNEL = "videocreation_events"
 MAX_PENDING = 1000
 REPLAY_CHUNK = 500
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"[:100]
+# A NOTIFY payload must stay under 8,000 bytes; a wake-up carries its events below this.
+MAX_CARRIED_BYTES = 7500
+# On SQLite, how often the bus asks whether anything was committed (no table is read).
+COMMIT_CHECK_SECONDS = 0.01
+# Event loops fire timers up to a millisecond early (uvloop counts in milliseconds).
+TIMER_SLACK = 0.002
+
+T = TypeVar("T")
 
 
 class BusClosed(Exception):
@@ -65,39 +90,79 @@ class TooManyStreams(Exception):
 # --- the writer's side ----------------------------------------------------
 
 
-def announce(project_id: Any) -> None:
-    """Wake every web process's listener once the current transaction commits."""
+def announce(project_id: Any, events: Iterable[ProgressEvent] = ()) -> None:
+    """Wake every web process's listener once the current transaction commits.
+
+    `events` are the rows this transaction appends; they travel with the
+    wake-up when they fit.
+    """
     if settings.EVENT_BUS == "postgres":
         # NOTIFY is transactional: listeners hear it at commit, or never.
+        message = wake_up(project_id, [event.to_dict() for event in events])
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(project_id)])
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, message])
     elif settings.EVENT_BUS == "redis":
-        transaction.on_commit(lambda: _publish(str(project_id)))
+        message = wake_up(project_id, [event.to_dict() for event in events])
+        transaction.on_commit(lambda: _publish(message))
+
+
+def wake_up(project_id: Any, events: Iterable[dict] = ()) -> str:
+    """The message: the project's id, then a space and its new events as JSON when they fit."""
+    key = str(project_id)
+    events = list(events)
+    if events:
+        carried = f"{key} {json.dumps(events, separators=(',', ':'))}"
+        if len(carried.encode()) <= MAX_CARRIED_BYTES:
+            return carried
+    return key
 
 
 _redis_client: Any = None
 
 
-def _publish(project_id: str) -> None:
+def _publish(message: str) -> None:
     global _redis_client
     import redis
 
     try:
         if _redis_client is None:
             _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-        _redis_client.publish(CHANNEL, project_id)
+        _redis_client.publish(CHANNEL, message)
     except redis.RedisError:
         # The event is committed; listeners find it on their next safety poll.
+        project_id = message.partition(" ")[0]
         logger.warning("Could not publish the wake-up for project %s", project_id, exc_info=True)
 
 
 # --- reading the log -------------------------------------------------------
 
 
-async def read_events(project_id: Any, after: int, limit: int = REPLAY_CHUNK) -> list[dict]:
+class LoggedEvent(dict):
+    """One event of a project's log as clients see it (`ProgressEvent.to_dict`).
+
+    The bus hands the same object to every subscriber of the project, so a
+    transport encodes it once however many clients it goes to (`encoded`).
+    """
+
+    __slots__ = ("_encodings",)
+
+    def __init__(self, fields: dict) -> None:
+        super().__init__(fields)
+        self._encodings: dict[str, Any] = {}
+
+    def encoded(self, how: str, encode: Callable[[dict], T]) -> T:
+        """`encode(self)`, computed once per `how` (a transport's name)."""
+        try:
+            return self._encodings[how]
+        except KeyError:
+            value = self._encodings[how] = encode(self)
+            return value
+
+
+async def read_events(project_id: Any, after: int, limit: int = REPLAY_CHUNK) -> list[LoggedEvent]:
     """The project's events after seq `after`, oldest first, as clients see them."""
     events = ProgressEvent.objects.filter(project_id=project_id, seq__gt=after).order_by("seq")
-    return [event.to_dict() async for event in events[:limit]]
+    return [LoggedEvent(event.to_dict()) async for event in events[:limit]]
 
 
 async def _latest_seq(project_id: str) -> int:
@@ -114,14 +179,35 @@ def close_connection() -> None:
 
 
 class Subscription:
-    """One client's place on the bus for one project: a buffer the bus fills."""
+    """One client's place on the bus for one project: a buffer the bus fills.
 
-    def __init__(self, project_id: str) -> None:
+    A wait runs once per event per client, so it is kept cheap: a plain future,
+    and a timer that is re-armed only when it fires early (each event moves the
+    deadline later), not cancelled and made again for every event.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_deadline",
+        "_events",
+        "_overflowed",
+        "_timer",
+        "_timer_at",
+        "_waiter",
+        "loop",
+        "project_id",
+    )
+
+    def __init__(self, project_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.project_id = project_id
+        self.loop = loop
         self._events: list[dict] = []
         self._overflowed = False
         self._closed = False
-        self._arrived = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def push(self, events: list[dict]) -> None:
         if self._overflowed:
@@ -131,24 +217,61 @@ class Subscription:
             self._overflowed = True
         else:
             self._events.extend(events)
-        self._arrived.set()
+        self._release()
 
     def close(self) -> None:
         self._closed = True
-        self._arrived.set()
+        self._release()
 
     def take(self) -> tuple[list[dict], bool]:
         """What arrived since the last take, and whether some of it was dropped."""
         if self._closed:
             raise BusClosed
         events, overflowed = self._events, self._overflowed
-        self._events, self._overflowed = [], False
-        self._arrived.clear()
+        if events or overflowed:
+            self._events, self._overflowed = [], False
         return events, overflowed
 
     async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), timeout)
+        """Until something arrives or `timeout` s pass."""
+        waiter = self.waiter(self.loop.time() + timeout)
+        if waiter is not None:
+            await waiter
+
+    def waiter(self, deadline: float) -> asyncio.Future[None] | None:
+        """A future done when something arrives or at `deadline` (loop time); None if
+        something is here already. (No coroutine of its own: one fewer per event per client.)"""
+        if self._events or self._overflowed or self._closed:
+            return None
+        self._deadline = deadline
+        if self._timer is None or self._timer_at > deadline:
+            self._arm(self.loop, deadline)
+        waiter = self._waiter = self.loop.create_future()
+        return waiter
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        self.stop_timer()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._timer_fired, loop)
+
+    def _timer_fired(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._waiter is None or self._waiter.done():
+            return
+        if loop.time() >= self._deadline - TIMER_SLACK:
+            self._release()
+        else:
+            self._arm(loop, self._deadline)
+
+    def _release(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Feed:
@@ -159,10 +282,11 @@ class Feed:
         self.project_id = subscription.project_id
         self.cursor = cursor
         self._replaying = True
-        # An HTTP request's ORM calls run on a thread of its own (Django's
-        # ThreadSensitiveContext), whose connection Django closes only when the
-        # response ends. A stream that held it while waiting would hold one
-        # database connection per watcher: PostgreSQL refuses the 101st.
+        # An HTTP request's ORM calls run on a thread whose connection Django
+        # closes only when the response ends (the request's own thread, or for
+        # event streams asgiref's shared one: projects/streams.py). A stream that
+        # held it while waiting would hold one database connection per watcher:
+        # PostgreSQL refuses the 101st.
         self._in_request = in_request
         self._holds_connection = in_request
 
@@ -171,7 +295,7 @@ class Feed:
 
         Raises `BusClosed` when the process shuts down.
         """
-        loop = asyncio.get_running_loop()
+        loop = self.subscription.loop
         deadline = loop.time() + timeout
         while True:
             if self._replaying:
@@ -195,7 +319,9 @@ class Feed:
             if self._holds_connection:
                 await sync_to_async(close_connection)()  # the request's thread's
                 self._holds_connection = False
-            await self.subscription.wait(remaining)
+            waiter = self.subscription.waiter(deadline)
+            if waiter is not None:
+                await waiter
 
     def _advance(self, events: list[dict]) -> list[dict]:
         self.cursor = events[-1]["seq"]
@@ -225,7 +351,7 @@ class Bus:
         """Watch a project. Every event after this returns reaches the subscription."""
         self._start()
         key = str(project_id)
-        subscription = Subscription(key)
+        subscription = Subscription(key, asyncio.get_running_loop())
         first = key not in self._watchers
         self._watchers.setdefault(key, set()).add(subscription)
         if first:
@@ -254,6 +380,7 @@ class Bus:
         if watchers is None:
             return
         watchers.discard(subscription)
+        subscription.stop_timer()
         if not watchers:
             del self._watchers[key]
             self._cursors.pop(key, None)
@@ -269,6 +396,26 @@ class Bus:
 
     def wake_all(self) -> None:
         self.wake(list(self._watchers))
+
+    def heard(self, message: str) -> None:
+        """A wake-up (see `wake_up`): hand on the events it carries, or mark its project dirty."""
+        key, _, carried = message.partition(" ")
+        if key not in self._watchers:
+            return
+        cursor = self._cursors.get(key)
+        if carried and cursor is not None:
+            try:
+                events = [LoggedEvent(event) for event in json.loads(carried)]
+            except (ValueError, TypeError):
+                logger.warning("A wake-up for project %s carried no events it could read", key)
+            else:
+                events = [event for event in events if event["seq"] > cursor]
+                if not events:
+                    return  # a late wake-up for events already handed on
+                if events[0]["seq"] == cursor + 1:
+                    self._hand_on(key, events)
+                    return
+        self.wake([key])
 
     # --- live clients, for `GET active` ---
 
@@ -312,7 +459,7 @@ class Bus:
             elif settings.EVENT_BUS == "redis":
                 tasks += [self._listen_redis(), self._poll(settings.EVENT_SAFETY_POLL_SECONDS)]
             else:
-                tasks += [self._poll(settings.EVENT_POLL_SECONDS)]
+                tasks += [self._watch_commits()]
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -339,6 +486,9 @@ class Bus:
             dirty, self._dirty = self._dirty, set()
             for key in dirty:
                 try:
+                    ready = self._ready.get(key)
+                    if ready is not None:
+                        await ready.wait()  # its first subscriber is still reading the cursor
                     await self._deliver(key)
                 except Exception:
                     logger.exception("Could not read the events of project %s; retrying", key)
@@ -350,31 +500,72 @@ class Bus:
     async def _deliver(self, key: str) -> None:
         while key in self._cursors:
             self.reads += 1
-            events = await read_events(key, self._cursors.get(key, 0), MAX_PENDING)
-            if not events or key not in self._cursors:
+            events = await read_events(key, self._cursors[key], MAX_PENDING)
+            cursor = self._cursors.get(key)
+            if cursor is None:
                 return
-            self._cursors[key] = max(self._cursors[key], events[-1]["seq"])
-            for subscription in list(self._watchers.get(key, ())):
-                subscription.push(events)
+            # Events carried by wake-ups may have been handed on during the read.
+            fresh = [event for event in events if event["seq"] > cursor]
+            if fresh:
+                self._hand_on(key, fresh)
             if len(events) < MAX_PENDING:
                 return
 
+    def _hand_on(self, key: str, events: list[LoggedEvent]) -> None:
+        """Give every subscription of the project `events`, which continue the bus's cursor."""
+        self._cursors[key] = events[-1]["seq"]
+        metrics.observe_wake_lag(events)
+        for subscription in list(self._watchers.get(key, ())):
+            subscription.push(events)
+
     async def _poll(self, every: float) -> None:
-        """Compare the watched projects' versions with our cursors: one query a tick."""
+        """Compare the watched projects' versions with our cursors every `every` s."""
         while True:
             await asyncio.sleep(every)
-            if not self._watchers:
-                continue
-            try:
-                rows = VideoProject.objects.filter(pk__in=list(self._watchers))
-                versions = [row async for row in rows.values_list("pk", "version")]
-            except Exception:
-                logger.exception("Could not poll for events")
-                await sync_to_async(close_old_connections)()
-                continue
-            self.wake(
-                str(pk) for pk, version in versions if version > self._cursors.get(str(pk), version)
+            await self._poll_once()
+
+    async def _poll_once(self) -> None:
+        """One query for every watched project: wake those whose version passed our cursor."""
+        if not self._watchers:
+            return
+        try:
+            rows = VideoProject.objects.filter(pk__in=list(self._watchers))
+            versions = [row async for row in rows.values_list("pk", "version")]
+        except Exception:
+            logger.exception("Could not poll for events")
+            await sync_to_async(close_old_connections)()
+            return
+        self.wake(
+            str(pk) for pk, version in versions if version > self._cursors.get(str(pk), version)
+        )
+
+    async def _watch_commits(self) -> None:
+        """On SQLite: poll the versions as soon as anything was committed, and now and then anyway.
+
+        Without a watcher (the database cannot be opened read-only) it polls
+        every `EVENT_POLL_SECONDS`, as the bus did before it had one.
+        """
+        try:
+            watcher = CommitWatcher(settings.DATABASES["default"]["NAME"])
+        except sqlite3.Error:
+            logger.warning(
+                "Cannot watch the SQLite database for commits; polling every %s s",
+                settings.EVENT_POLL_SECONDS,
+                exc_info=True,
             )
+            await self._poll(settings.EVENT_POLL_SECONDS)
+            return
+        loop = asyncio.get_running_loop()
+        polled = loop.time()
+        try:
+            while True:
+                await asyncio.sleep(COMMIT_CHECK_SECONDS)
+                changed = watcher.changed()
+                if changed or loop.time() - polled >= settings.EVENT_SAFETY_POLL_SECONDS:
+                    polled = loop.time()
+                    await self._poll_once()
+        finally:
+            watcher.close()
 
     async def _listen_postgres(self) -> None:
         import psycopg
@@ -395,7 +586,7 @@ class Bus:
                     await listener.execute(f"LISTEN {CHANNEL}")
                     self.wake_all()  # whatever committed while we were not listening
                     async for notice in listener.notifies():
-                        self.wake([notice.payload])
+                        self.heard(notice.payload)
             except psycopg.Error:
                 logger.warning("The PostgreSQL listener lost its connection; reconnecting")
                 await asyncio.sleep(1)
@@ -411,7 +602,7 @@ class Bus:
                     self.wake_all()
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            self.wake([message["data"].decode()])
+                            self.heard(message["data"].decode())
             except (redis.RedisError, OSError):
                 logger.warning("The Redis listener lost its connection; reconnecting")
                 await asyncio.sleep(1)
@@ -429,6 +620,40 @@ class Bus:
                     await LiveClient.objects.filter(pk__in=chunk).aupdate(seen_at=now)
             except Exception:
                 logger.exception("Could not refresh this process's live clients")
+
+
+class CommitWatcher:
+    """Whether anything was committed to a SQLite database since the last look.
+
+    `PRAGMA data_version` on a connection of our own changes whenever another
+    connection commits, and reads no table: a few microseconds, on the event
+    loop, so it can run every few milliseconds. (The WAL file's mtime would
+    do nearly as well, but two commits within one tick of the kernel's coarse
+    clock, after a checkpoint restarted the WAL at the same size, would look
+    like one.)
+    """
+
+    def __init__(self, database: Any) -> None:
+        uri = f"{Path(database).resolve().as_uri()}?mode=ro"
+        # timeout=0: never wait for a lock on the event loop (see `changed`).
+        self._connection = sqlite3.connect(
+            uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        self._version: int | None = None
+
+    def changed(self) -> bool:
+        try:
+            (version,) = self._connection.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            # Busy for a moment (a checkpoint, a recovery): the next look still sees
+            # the change, since it compares with the last version it read.
+            return False
+        changed = version != self._version
+        self._version = version
+        return changed
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 @sync_to_async

@@ -53,7 +53,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from projects.api.auth import token_key, user_for_token
 from projects.api.serializers import MAX_SEQ
-from projects.bus import Bus, BusClosed, Feed, TooManyStreams, get_bus
+from projects.bus import Bus, BusClosed, Feed, LoggedEvent, TooManyStreams, get_bus
 from projects.models import (
     EventKind,
     LiveClient,
@@ -397,10 +397,16 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
                     await self._close_once(FEED_FAILED)
                     return
                 for event in events:
-                    await self.send_json(event_message(key, event))
+                    await self.send(text_data=self._encoded(key, event))
                     self.known[key] = event["seq"]
         finally:
             get_bus().unsubscribe(feed.subscription)
+
+    @staticmethod
+    def _encoded(key: str, event: LoggedEvent) -> str:
+        """The event's message as `send_json` encodes it, once however many sockets send it
+        (the bus shares it)."""
+        return event.encoded("websocket", lambda event: json.dumps(event_message(key, event)))
 
     async def _close_once(self, code: int) -> None:
         if not self.closing:

@@ -12,7 +12,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, ExpressionWrapper, F, Q, Value, When
+from django.db.models.functions import Now
 from django.urls import reverse
 
 from projects.engines.base import ASPECT_SIZES
@@ -491,3 +492,77 @@ class WebSocketSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} follows {self.project_id} from #{self.last_seq}"
+
+
+class QueueSample(models.Model):
+    """How many jobs waited and ran at one minute: the operator page's history of the queue.
+
+    Written at most once a minute by whichever process gets there first (a
+    scrape of /metrics, the operator page, a django-q2 schedule); see
+    projects/metrics.py.
+    """
+
+    minute = models.DateTimeField(unique=True)
+    waiting = models.PositiveIntegerField()
+    running = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M}: {self.waiting} waiting, {self.running} running"
+
+
+class WorkerHeartbeatQuerySet(models.QuerySet["WorkerHeartbeat"]):
+    def with_age(self) -> WorkerHeartbeatQuerySet:
+        """Each row with `age`, the time since its last beat by the database's clock.
+
+        Beats are written with the database's clock too, so workers and web
+        processes on machines whose clocks disagree still agree on the age.
+        """
+        age = ExpressionWrapper(Now() - F("seen_at"), output_field=models.DurationField())
+        return self.annotate(age=age)
+
+    def alive(self) -> WorkerHeartbeatQuerySet:
+        stale = timedelta(seconds=settings.WORKER_STALE_SECONDS)
+        return self.filter(seen_at__gte=Now() - stale)
+
+    def of_queue(self, queue: str, broker: str) -> WorkerHeartbeatQuerySet:
+        return self.filter(queue=queue, broker=broker)
+
+
+class WorkerHeartbeat(models.Model):
+    """One `manage.py worker` cluster, as its main process last vouched for it.
+
+    The sweeper writes `seen_at` once a sweep (JOB_SWEEP_SECONDS) and deletes
+    the row when the cluster stops; a cluster killed outright leaves its row,
+    which goes stale after WORKER_STALE_SECONDS and is pruned a day later.
+    django-q2's own cluster stats live in Django's cache, which without Redis
+    is each process's own memory: a web process could not see them.
+    """
+
+    # host:pid:random — a restarted worker that gets the same pid is a new row.
+    name = models.CharField(max_length=150, unique=True)
+    host = models.CharField(max_length=100)
+    pid = models.PositiveIntegerField()
+    queue = models.CharField(max_length=100)
+    broker = models.CharField(max_length=20)
+    processes = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"worker {self.host}:{self.pid} on {self.broker} queue {self.queue}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Needs `age` (`WorkerHeartbeat.objects.with_age()`)."""
+        seconds_ago = max(self.age.total_seconds(), 0.0)
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "queue": self.queue,
+            "broker": self.broker,
+            "processes": self.processes,
+            "startedAt": _iso(self.started_at),
+            "secondsAgo": round(seconds_ago, 1),
+            "alive": seconds_ago <= settings.WORKER_STALE_SECONDS,
+        }

@@ -10,10 +10,12 @@ mean a retry redoes only the scene it failed in.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import socket
 import threading
@@ -26,7 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from projects import estimates, lifecycle
+from projects import estimates, lifecycle, storage
 from projects.engines import engine_name_for, get_engine
 from projects.engines.base import (
     Engine,
@@ -67,21 +69,43 @@ def spec_of(project: VideoProject) -> ProjectSpec:
 
 
 def project_dir(project_id: Any) -> Path:
+    """The project's work folder on this worker's disk: clips, an engine's work, uploads."""
     return Path(settings.MEDIA_ROOT) / "projects" / str(project_id)
 
 
+def outgoing_dir(project_id: Any) -> Path:
+    """Where results are made before they go to a storage that is not this disk."""
+    return project_dir(project_id) / "outgoing"
+
+
+# Results are named in the media storage (projects/storage.py); with the local
+# default those names are paths under MEDIA_ROOT, the `*_dir`/`*_path` below.
+
+
+def previews_folder(project_id: Any, preview_set: str = "") -> str:
+    """The stored folder of one script's previews; `preview_set` "" is where they were before."""
+    previews = f"projects/{project_id}/previews"
+    return f"{previews}/{preview_set}" if preview_set else previews
+
+
+def preview_name(project_id: Any, index: int, preview_set: str = "") -> str:
+    return f"{previews_folder(project_id, preview_set)}/scene-{index}.webp"
+
+
+def videos_folder(project_id: Any) -> str:
+    return f"videos/{project_id}"
+
+
 def previews_dir(project_id: Any, preview_set: str = "") -> Path:
-    """The folder of one script's previews; `preview_set` "" is where projects kept them before."""
-    previews = project_dir(project_id) / "previews"
-    return previews / preview_set if preview_set else previews
+    return Path(settings.MEDIA_ROOT) / previews_folder(project_id, preview_set)
 
 
 def preview_path(project_id: Any, index: int, preview_set: str = "") -> Path:
-    return previews_dir(project_id, preview_set) / f"scene-{index}.webp"
+    return Path(settings.MEDIA_ROOT) / preview_name(project_id, index, preview_set)
 
 
 def videos_dir(project_id: Any) -> Path:
-    return Path(settings.MEDIA_ROOT) / "videos" / str(project_id)
+    return Path(settings.MEDIA_ROOT) / videos_folder(project_id)
 
 
 class Job(Protocol):
@@ -304,7 +328,7 @@ class ScriptJob:
         except BaseException:
             # Cancelled, failed or about to be retried: these previews belong to
             # no saved script (a retry draws every scene again).
-            shutil.rmtree(previews_dir(self.project.pk, self.preview_set), ignore_errors=True)
+            storage.remove_folder(previews_folder(self.project.pk, self.preview_set))
             raise
 
     def _write(self, reporter: Reporter) -> dict[str, Any]:
@@ -318,9 +342,10 @@ class ScriptJob:
         scenes = []
         for index, planned in enumerate(outline):
             stage = reporter.begin(index + 1)
-            target = preview_path(self.project.pk, index, self.preview_set)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            scenes.append(self.engine.write_scene(self.spec, planned, target, stage))
+            name = preview_name(self.project.pk, index, self.preview_set)
+            scratch = outgoing_dir(self.project.pk)
+            with storage.publishing(name, scratch, f"the preview of scene {index + 1}") as target:
+                scenes.append(self.engine.write_scene(self.spec, planned, target, stage))
             stage.log(f"Scene {index + 1}: {scenes[-1].narration[:120]}")
             reporter.end_stage()
         return Script(title=self.spec.title, scenes=scenes).to_dict()
@@ -330,7 +355,7 @@ class ScriptJob:
             self.project.pk, lease_owner, result, preview_set=self.preview_set
         )
         if not saved:
-            shutil.rmtree(previews_dir(self.project.pk, self.preview_set), ignore_errors=True)
+            storage.remove_folder(previews_folder(self.project.pk, self.preview_set))
             return False
         # Only now, after the commit that switched to the new set, is the old one unused.
         _remove_previews(self.project.pk, self.project.preview_set)
@@ -338,20 +363,20 @@ class ScriptJob:
 
     def _remove_unsaved_sets(self) -> None:
         """Folders left by a job that died before it could clean up (killed worker)."""
-        previews = previews_dir(self.project.pk)
-        if not previews.is_dir():
-            return
-        for folder in previews.iterdir():
-            if folder.is_dir() and folder.name != self.project.preview_set:
-                shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(outgoing_dir(self.project.pk), ignore_errors=True)
+        previews = previews_folder(self.project.pk)
+        for folder in storage.listdir(previews)[0]:
+            if folder != self.project.preview_set:
+                storage.remove_folder(posixpath.join(previews, folder))
 
 
 def _remove_previews(project_id: Any, preview_set: str) -> None:
     if preview_set:
-        shutil.rmtree(previews_dir(project_id, preview_set), ignore_errors=True)
+        storage.remove_folder(previews_folder(project_id, preview_set))
         return
-    for preview in previews_dir(project_id).glob("scene-*.webp"):
-        preview.unlink(missing_ok=True)
+    previews = previews_folder(project_id)
+    for file in fnmatch.filter(storage.listdir(previews)[1], "scene-*.webp"):
+        storage.delete(posixpath.join(previews, file))
 
 
 class RenderJob:
@@ -406,36 +431,30 @@ class RenderJob:
                 self.engine.render_scene(self.spec, scene, clip, stage)
             clips.append(clip)
             reporter.end_stage()
-        name = f"videos/{self.project.pk}/{uuid.uuid4().hex[:12]}.mp4"
-        video_path = Path(settings.MEDIA_ROOT) / name
-        video_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        name = f"{videos_folder(self.project.pk)}/{uuid.uuid4().hex[:12]}.mp4"
+        # A half-joined video is never shown (nor stored); the clips stay as checkpoints.
+        with storage.publishing(name, outgoing_dir(self.project.pk), "the video") as video_path:
             self.engine.compose(self.spec, clips, video_path, reporter.begin(len(clips)))
             reporter.end_stage()
-        except BaseException:
-            # A half-joined video is never shown; the clips stay as checkpoints.
-            video_path.unlink(missing_ok=True)
-            raise
         return name
 
     def finish(self, lease_owner: str, result: str) -> bool:
         old_video = self.project.video.name
         if not lifecycle.finish_render(self.project.pk, lease_owner, result):
-            (Path(settings.MEDIA_ROOT) / result).unlink(missing_ok=True)
+            storage.delete(result)
             return False
         shutil.rmtree(project_dir(self.project.pk) / "clips", ignore_errors=True)
         # Only after the commit that made the new video current: until then the
         # old one is what the person watches and downloads.
         if old_video and old_video != result:
-            (Path(settings.MEDIA_ROOT) / old_video).unlink(missing_ok=True)
+            storage.delete(old_video)
         return True
 
     def _remove_unsaved_videos(self) -> None:
         """Files of a render that died before it could clean up; the saved video stays."""
-        folder = videos_dir(self.project.pk)
-        if not folder.is_dir():
-            return
-        saved = Path(settings.MEDIA_ROOT) / self.project.video.name if self.project.video else None
-        for leftover in folder.iterdir():
-            if leftover.is_file() and leftover != saved:
-                leftover.unlink(missing_ok=True)
+        shutil.rmtree(outgoing_dir(self.project.pk), ignore_errors=True)
+        folder = videos_folder(self.project.pk)
+        for leftover in storage.listdir(folder)[1]:
+            name = posixpath.join(folder, leftover)
+            if name != self.project.video.name:
+                storage.delete(name)

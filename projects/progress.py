@@ -60,7 +60,7 @@ def write(
         # seq numbers below cannot interleave with another writer's.
         project = VideoProject.objects.get(pk=project_id)
         first_seq = project.version - len(events) + 1
-        ProgressEvent.objects.bulk_create(
+        created = ProgressEvent.objects.bulk_create(
             ProgressEvent(
                 project_id=project.pk,
                 seq=first_seq + offset,
@@ -70,7 +70,7 @@ def write(
             for offset, (kind, extra) in enumerate(events)
         )
         if events:
-            bus.announce(project.pk)
+            bus.announce(project.pk, created)
     return project
 
 

@@ -13,28 +13,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
 from django.db import DatabaseError
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
 from projects.api.auth import token_key, token_user
 from projects.api.errors import json_error, validation_body
 from projects.api.serializers import MAX_SEQ, StrictSerializer
-from projects.bus import BusClosed, TooManyStreams, get_bus
+from projects.bus import BusClosed, LoggedEvent, TooManyStreams, get_bus
 from projects.models import LiveClient, Transport, VideoProject
 from projects.ownership import (
     NOT_YOURS,
     ProjectNotFound,
     as_uuid,
     owned_project,
-    token_holders_project,
+    token_holders_row,
+    token_holders_version,
 )
 
 logger = logging.getLogger(__name__)
@@ -138,20 +142,21 @@ def status(request: HttpRequest, project_id: Any) -> HttpResponse:
     Django's ASGI handler. A long-poll is routed to that handler instead, where
     this thread waits on the event loop and holds nothing else.
     """
-    # No ordering: one row at most, and sorting costs the query's compiler time.
-    projects = _callers_projects(request, project_id).order_by()
-    tags = _if_none_match(request)
-    if tags:
-        # The client holds a copy: compare versions before reading the whole row.
-        version = next(iter(projects.values_list("version", flat=True)[:1]), None)
-        if version is None:
-            _refuse_missing(request, project_id)
-        query = _status_query(request)
-        if query["wait"] == 0 and (_etag(project_id, version) in tags or "*" in tags):
-            return _not_modified(_etag(project_id, version))
-    project = next(iter(projects[:1]), None)
-    if project is None:
+    key, pk = _token_and_id(request, project_id)
+    if key is None or pk is None:
+        # A session's caller (the page), or an id no project has: the usual way.
         _, project = callers_project(request, project_id)
+    else:
+        tags = _if_none_match(request)
+        if tags:
+            # The client holds a copy: compare versions before reading the whole row.
+            version = token_holders_version(key, pk)
+            if version is None:
+                _refuse_missing(request, project_id)
+            etag = _etag(pk, version)
+            if _status_query(request)["wait"] == 0 and (etag in tags or "*" in tags):
+                return _not_modified(etag)
+        project = token_holders_row(key, pk) or _refuse_missing(request, project_id)
     query = _status_query(request)
     if query["wait"] > 0:
         since = query.get("since", project.version)
@@ -187,24 +192,16 @@ def _status_query(request: HttpRequest) -> dict[str, Any]:
     return _query(StatusQuery, request.GET) if request.GET else {"wait": 0}
 
 
-def _callers_projects(request: HttpRequest, project_id: Any) -> QuerySet[VideoProject]:
-    """The caller's project `project_id` as a query: empty if it is not theirs.
-
-    A token's caller is matched in the same query as the project (see
-    `token_holders_project`); a session's user is read as on every page.
-    """
-    pk = as_uuid(project_id)
+def _token_and_id(request: HttpRequest, project_id: Any) -> tuple[str | None, uuid.UUID | None]:
+    """The request's token key (None without one; 401 if malformed), and the id as a UUID."""
     try:
         key = token_key(request.headers.get("Authorization", "").encode("latin-1"))
     except AuthenticationFailed as refused:
         raise _Refused(json_error(401, str(refused.detail), "authentication_failed")) from None
-    if key is None or pk is None:
-        _, project = callers_project(request, project_id)
-        return VideoProject.objects.filter(pk=project.pk)
-    return token_holders_project(key, pk)
+    return key, as_uuid(project_id)
 
 
-def _refuse_missing(request: HttpRequest, project_id: Any) -> None:
+def _refuse_missing(request: HttpRequest, project_id: Any) -> NoReturn:
     """Raise the 401 or 404 the slow way would: the token is wrong, or the project not theirs."""
     callers_project(request, project_id)
     raise _Refused(json_error(404, NOT_YOURS, "not_found"))
@@ -258,10 +255,14 @@ async def events(request: HttpRequest, project_id: Any) -> HttpResponse:
         after = _query(EventsQuery, {"lastEventId": last_event_id})["lastEventId"]
     else:
         after = query.get("lastEventId")
-    client = await open_stream(LiveClient(transport=Transport.SSE, user=user, project=project))
+    # Ids, not instances: a stream holds what it keeps for its whole life, times its watchers.
+    live = LiveClient(transport=Transport.SSE, user_id=user.pk, project_id=project.pk)
+    client = await open_stream(live)
     if client is None:
         return too_many_streams()
-    return LiveStreamResponse(_event_stream(client, project, after), client)
+    return EventStreamResponse(
+        _event_stream(client, str(project.pk), project.version, after), client
+    )
 
 
 async def open_stream(client: LiveClient) -> LiveClient | None:
@@ -288,7 +289,7 @@ def too_many_streams() -> HttpResponse:
 class LiveStreamResponse(StreamingHttpResponse):
     """An event stream that holds a registered client (see `open_stream`)."""
 
-    def __init__(self, stream: AsyncIterator[str], client: LiveClient) -> None:
+    def __init__(self, stream: AsyncIterator[str | bytes], client: LiveClient) -> None:
         super().__init__(stream, content_type="text/event-stream")
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -301,38 +302,64 @@ class LiveStreamResponse(StreamingHttpResponse):
         super().close()
 
 
+class EventStreamResponse(LiveStreamResponse):
+    """A `text/event-stream` of bytes, each part sent as it comes."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # Django's own wraps every part in two more async generators, to encode
+        # str and to map a sync iterator: neither applies, and each costs an
+        # object per event per watcher.
+        return self._iterator
+
+
+HEARTBEAT = b": heartbeat\n\n"
+
+
 async def _event_stream(
-    client: LiveClient, project: VideoProject, after: int | None
-) -> AsyncIterator[str]:
+    client: LiveClient, project_id: str, version: int, after: int | None
+) -> AsyncIterator[bytes]:
     bus = get_bus()
     feed = None
     try:
-        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
-        feed = await bus.feed(project.pk, after or 0, in_request=True)
-        if after is None or after > project.version:
+        yield f"retry: {settings.SSE_RETRY_MS}\n\n".encode()
+        feed = await bus.feed(project_id, after or 0, in_request=True)
+        if after is None or after > version:
             # A new client (or one whose cursor we never issued) starts from the
             # current state; subscribed first, so nothing after it is missed.
-            project = await VideoProject.objects.aget(pk=project.pk)
+            project = await VideoProject.objects.aget(pk=project_id)
             feed.cursor = project.version
-            yield _format("status", project.version, project.to_status_dict())
+            yield _format("status", project.version, project.to_status_dict()).encode()
+            del project
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.SSE_MAX_SECONDS
+        heartbeat = settings.SSE_HEARTBEAT_SECONDS
         while (remaining := deadline - loop.time()) > 0:
-            batch = await feed.next(min(settings.SSE_HEARTBEAT_SECONDS, remaining))
-            if batch:
-                yield "".join(_format(e["kind"], e["seq"], e["payload"]) for e in batch)
-            elif remaining > settings.SSE_HEARTBEAT_SECONDS:
-                yield ": heartbeat\n\n"
+            batch = await feed.next(min(heartbeat, remaining))
+            if len(batch) == 1:
+                yield _encoded(batch[0])
+            elif batch:
+                yield b"".join(_encoded(event) for event in batch)
+            elif remaining > heartbeat:
+                yield HEARTBEAT
     except BusClosed:
         return
     except Exception:
         # End the stream: the browser's EventSource reconnects with Last-Event-ID
         # and misses nothing, where a stream left hanging would show nothing more.
-        logger.exception("The event stream of project %s failed; ending it", project.pk)
+        logger.exception("The event stream of project %s failed; ending it", project_id)
     finally:
         if feed is not None:
             bus.unsubscribe(feed.subscription)
         await _forget(bus, client)
+
+
+def _encoded(event: LoggedEvent) -> bytes:
+    """The event as SSE bytes, encoded once however many streams send it (the bus shares it)."""
+    return event.encoded("sse", _sse_bytes)
+
+
+def _sse_bytes(event: dict[str, Any]) -> bytes:
+    return _format(event["kind"], event["seq"], event["payload"]).encode()
 
 
 async def _forget(bus: Any, client: LiveClient) -> None:
@@ -346,3 +373,41 @@ async def _forget(bus: Any, client: LiveClient) -> None:
 def _format(kind: str, seq: int, payload: dict[str, Any]) -> str:
     data = json.dumps(payload | {"seq": seq}, separators=(",", ":"))
     return f"id: {seq}\nevent: {kind}\ndata: {data}\n\n"
+
+
+# --- serving streams without a thread each -----------------------------------------
+
+
+class EventStreamHandler(ASGIHandler):
+    """Django's ASGI handler, minus the thread it gives each request: for event streams.
+
+    Django runs a request's sync parts (middleware, signals, ORM calls) on a
+    thread made for that request (its `ThreadSensitiveContext`), which lives as
+    long as the response: for an event stream, as long as the client watches,
+    with its stack and its own database wrapper (bench/README.md measured
+    ~90-140 KiB a watcher). Here those parts run on asgiref's one process-wide
+    thread for sync code instead, as the WebSocket consumer's do; they are
+    short (sign-in, the project, the open-stream record, replay), and a
+    waiting stream needs no thread at all. The request goes through the same
+    middleware, view and error answers as under Django's own handler.
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.handle(scope, receive, send)
+
+
+def threadless_event_streams(application: Any) -> Any:
+    """An ASGI app sending `GET …/projects/{id}/events` to `EventStreamHandler`, the rest on."""
+    streams = EventStreamHandler()
+    placeholder = "PROJECT"
+    where = reverse("project-events", kwargs={"project_id": placeholder})
+    before, after = (re.escape(part) for part in where.split(placeholder))
+    events_path = re.compile(f"^{before}[^/]+{after}/?$")
+
+    async def route(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and events_path.match(scope["path"]):
+            await streams(scope, receive, send)
+        else:
+            await application(scope, receive, send)
+
+    return route

@@ -8,7 +8,9 @@ that drops off and a web server that restarts.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
@@ -26,7 +29,8 @@ from django.db.models import Q
 from rest_framework.authtoken.models import Token
 
 from projects import progress
-from projects.models import EventKind, VideoProject
+from projects.bus import Bus, CommitWatcher, wake_up
+from projects.models import EventKind, ProgressEvent, VideoProject
 from tests.conftest import WEB_APP_NAME, AsgiServer
 from tests.live import assert_each_once, job_over, long_render
 from tests.waiting import wait_for
@@ -365,9 +369,11 @@ def test_waiting_streams_hold_no_database_connection(
             reader = _events(response)
             assert next(item for item in reader if isinstance(item, Event)).seq == project.version
             readers.append(reader)
-        # The bus's own connection (and on PostgreSQL its listener's), not one per stream.
+        # Not one per stream: the bus's own two (its reads, and its PostgreSQL listener
+        # or its read-only SQLite commit watcher), and the one of the thread that served
+        # the requests, kept for the next (CONN_MAX_AGE).
         wait_for(
-            lambda: _database_connections_of(asgi_server) <= 2,
+            lambda: _database_connections_of(asgi_server) <= 3,
             f"{STREAMS} waiting streams to give their database connections back",
             timeout=10,
         )
@@ -382,3 +388,150 @@ def test_waiting_streams_hold_no_database_connection(
         for reader in readers:
             event = next(item for item in reader if isinstance(item, Event))
             assert event.seq == written.version and event.data["progressMessage"] == "Still here"
+
+
+def _threads_of(server: AsgiServer) -> int:
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+def test_waiting_streams_hold_no_thread(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    """Django's ASGI handler would keep a thread per stream for the stream's whole life."""
+    project = make_project()
+    url = _events_url(asgi_server, project)
+    with httpx.Client(headers=_headers(alice), timeout=20) as client, ExitStack() as streams:
+
+        def open_one() -> Iterator[Event | str]:
+            reader = _events(streams.enter_context(client.stream("GET", url)))
+            assert next(item for item in reader if isinstance(item, Event)).seq == project.version
+            return reader
+
+        readers = [open_one()]  # the bus, and any thread the process starts once, are up
+        before = _threads_of(asgi_server)
+        readers += [open_one() for _ in range(STREAMS)]
+        during = _threads_of(asgi_server)
+
+    assert during - before < STREAMS // 3, f"{during - before} threads for {STREAMS} streams"
+
+
+def _write(project: VideoProject, message: str) -> VideoProject:
+    """A progress event through the one write path, as a reporter makes it."""
+    written = progress.write(
+        project.pk,
+        expect=Q(),
+        fields={"progress_message": message},
+        events=[(EventKind.PROGRESS, {})],
+    )
+    assert written is not None
+    return written
+
+
+def test_a_write_reaches_a_stream_at_once_not_at_the_next_poll(
+    event_bus: str,
+    settings: Any,
+    asgi_server: AsgiServer,
+    alice: User,
+    make_project: Any,
+) -> None:
+    """Each bus hears a commit by itself: NOTIFY, Redis, or on SQLite its commit watcher."""
+    settings.EVENT_BUS = event_bus  # this process writes; it announces as the server listens
+    asgi_server.restart(EVENT_POLL_SECONDS="60", EVENT_SAFETY_POLL_SECONDS="60")
+    project = make_project()
+    with httpx.stream(
+        "GET", _events_url(asgi_server, project), headers=_headers(alice), timeout=20
+    ) as response:
+        stream = _events(response)
+        assert next(item for item in stream if isinstance(item, Event)).seq == project.version
+        began = time.monotonic()
+        written = _write(project, "At once")
+        event = next(item for item in stream if isinstance(item, Event))
+        took = time.monotonic() - began
+
+    assert (event.seq, event.data["progressMessage"]) == (written.version, "At once")
+    assert took < 5, f"the event took {took:.1f} s: it waited for a poll (60 s here)"
+
+
+class _QuietBus(Bus):
+    """A bus that hears only the wake-ups a test hands it: no listener, no poll."""
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._fan_out())
+
+
+def _carried(project: VideoProject, *seqs: int) -> str:
+    rows = ProgressEvent.objects.filter(project=project, seq__in=seqs).order_by("seq")
+    return wake_up(project.pk, [row.to_dict() for row in rows])
+
+
+def test_a_wake_up_hands_on_the_events_it_carries_only_when_they_continue_the_cursor(
+    make_project: Any,
+) -> None:
+    project = make_project()
+    key = str(project.pk)
+
+    async def scenario() -> None:
+        bus = _QuietBus()
+        try:
+            watching = await bus.subscribe(project.pk)
+            also = await bus.subscribe(project.pk)
+            first = await sync_to_async(_write)(project, "one")
+            carried = await sync_to_async(_carried)(project, first.version)
+            assert carried.startswith(f"{key} [")
+
+            bus.heard(carried)
+            events, _ = watching.take()
+            assert [event["seq"] for event in events] == [first.version]
+            assert events[0]["payload"]["progressMessage"] == "one"
+            assert also.take()[0][0] is events[0], "one object for every subscriber"
+            assert bus.reads == 0, "carried events need no read of the log"
+
+            bus.heard(carried)  # a late copy of what was handed on
+            assert watching.take() == ([], False) and bus.reads == 0
+
+            await sync_to_async(_write)(project, "two")
+            third = await sync_to_async(_write)(project, "three")
+            bus.heard(await sync_to_async(_carried)(project, third.version))  # two is missing
+            await watching.wait(10)
+            events, _ = watching.take()
+            assert [event["seq"] for event in events] == [third.version - 1, third.version]
+            assert bus.reads == 1, "a gap is read from the log"
+
+            bus.heard(await sync_to_async(_carried)(project, third.version - 1))  # reordered
+            bus.heard(f"{key} not json")
+            await watching.wait(0.2)
+            assert watching.take() == ([], False)
+        finally:
+            await bus.close()
+
+    async_to_sync(scenario)()
+
+
+def test_a_wake_up_too_big_for_notify_carries_only_the_project() -> None:
+    line = {"seq": 7, "kind": "log", "payload": {"line": "x" * 9000}, "createdAt": None}
+    assert wake_up("p-1", [line]) == "p-1"
+    assert wake_up("p-1", []) == "p-1"
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_commit_watcher_sees_each_commit_through_wal_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "watched.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE events (seq INTEGER)")
+    watcher = CommitWatcher(path)
+    try:
+        watcher.changed()
+        assert not watcher.changed(), "nothing was committed"
+        for seq, checkpoint in enumerate(["PASSIVE", "RESTART", "TRUNCATE", "FULL"]):
+            writer.execute("INSERT INTO events VALUES (?)", [seq])
+            assert watcher.changed(), f"the commit of {seq} (after a {checkpoint} checkpoint)"
+            assert not watcher.changed()
+            writer.execute(f"PRAGMA wal_checkpoint({checkpoint})")
+            watcher.changed()  # a checkpoint may count as a change; no harm
+    finally:
+        watcher.close()
+        writer.close()

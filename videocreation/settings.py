@@ -8,6 +8,7 @@ move it to PostgreSQL and Redis without a code change.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,8 +19,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# Used only where no SECRET_KEY is given; the web entry points refuse to serve
-# with it unless DEBUG is on (see `require_production_secret`).
+# Used only where no SECRET_KEY is given; the web entry points, the workers and
+# the commands that run them refuse it unless DEBUG is on (see
+# `require_production_secret` and videocreation/checks.py).
 DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-do-not-deploy"
 
 
@@ -102,6 +104,53 @@ def require_production_secret() -> None:
         )
 
 
+# --- Production (HTTPS) ------------------------------------------------------
+
+# HTTPS=1 says the site is reached over TLS (usually ended by a proxy in front):
+# plain-HTTP requests are redirected, browsers are told to use HTTPS only (HSTS),
+# and cookies travel only over TLS. Off by default, because `make run` serves
+# http://127.0.0.1:8000, where secure cookies would never come back. Each
+# protection can be set on its own; `manage.py check --deploy` names what is missing.
+HTTPS = env_bool("HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+# Load balancers probe over plain HTTP (matched without the leading slash).
+SECURE_REDIRECT_EXEMPT = [r"^healthz(/workers)?/?$"]
+# A year, what HSTS preload lists ask for; try a few minutes first on a new domain:
+# browsers keep refusing plain HTTP for as long as the last answer said.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+# The header only makes the domain eligible; browsers preload it once someone submits
+# it at hstspreload.org, which takes effect for a registrable domain only.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_REFERRER_POLICY = env_str("SECURE_REFERRER_POLICY", "same-origin")
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """The header by which a TLS-ending proxy says a request came over HTTPS.
+
+    `1` means `X-Forwarded-Proto: https`; otherwise a header name (its value
+    `https`) or `Name: value`. Only for a proxy that always sets or strips that
+    header: else a client could send it and pass plain HTTP off as HTTPS.
+    """
+    raw = env_str(name, "").strip()
+    if raw.lower() in {"", "0", "false", "no", "off"}:
+        return None
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        raw = "X-Forwarded-Proto: https"
+    header, colon, value = (part.strip() for part in raw.partition(":"))
+    if not re.fullmatch(r"[A-Za-z0-9-]+", header) or (colon and not value):
+        raise ImproperlyConfigured(
+            f"{name} must be 1 (X-Forwarded-Proto: https), a header name or "
+            f"'Name: value', not {raw!r}."
+        )
+    return ("HTTP_" + header.upper().replace("-", "_"), value or "https")
+
+
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -121,6 +170,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before the host check, sessions and CSRF: load balancers probe by address.
+    "videocreation.health.HealthCheckMiddleware",
     "videocreation.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -204,6 +255,14 @@ JOB_TIME_LIMIT = env_int("JOB_TIME_LIMIT", 20 * 60, minimum=10)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 10, minimum=3)
 JOB_HEARTBEAT_SECONDS = env_float("JOB_HEARTBEAT_SECONDS", 2.0, minimum=0.1)
 JOB_SWEEP_SECONDS = env_float("JOB_SWEEP_SECONDS", 1.0, minimum=0.1)
+# Each sweep also records the worker's heartbeat (WorkerHeartbeat); /healthz/workers
+# and `manage.py worker_status` count a worker gone once it has been silent this long.
+WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 30.0, minimum=0.3)
+if WORKER_STALE_SECONDS < 3 * JOB_SWEEP_SECONDS:
+    raise ImproperlyConfigured(
+        "WORKER_STALE_SECONDS must be at least three times JOB_SWEEP_SECONDS, "
+        "or one slow sweep would count a live worker gone."
+    )
 if JOB_HEARTBEAT_SECONDS * 2 > JOB_LEASE_SECONDS:
     raise ImproperlyConfigured(
         "JOB_HEARTBEAT_SECONDS must be at most half of JOB_LEASE_SECONDS, "
@@ -322,6 +381,12 @@ LIVE_CLIENT_STALE_SECONDS = env_float("LIVE_CLIENT_STALE_SECONDS", 45.0, minimum
 WS_CURSOR_FLUSH_SECONDS = env_float("WS_CURSOR_FLUSH_SECONDS", 1.0, minimum=0.05)
 WS_SESSION_RETENTION_DAYS = env_int("WS_SESSION_RETENTION_DAYS", 7, minimum=1)
 
+# /metrics answers a request carrying `Authorization: Bearer <METRICS_TOKEN>`, or a
+# staff session; anyone else gets 404 (projects/metrics.py).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters, or unset.")
+
 # --- Auth, API ------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -414,6 +479,62 @@ STORAGES = {
 }
 # Without collectstatic (tests, a first run), serve straight from the finders.
 WHITENOISE_USE_FINDERS = True
+
+# --- Media storage (see projects/storage.py) --------------------------------
+# Where the results a person fetches (videos, scene previews) are kept: `local`,
+# the MEDIA_ROOT folder (one machine, or a folder every machine mounts), or `s3`,
+# a bucket of an S3-compatible service that every web process and worker reaches.
+# Workers keep their work files (scene clips, checkpoints) under MEDIA_ROOT either way.
+MEDIA_STORAGE = env_str("MEDIA_STORAGE", "local").strip().lower() or "local"
+_ADDRESSING_STYLES = {"auto", "path", "virtual"}
+
+
+def s3_media_storage() -> dict[str, Any]:
+    """`STORAGES["default"]` for MEDIA_STORAGE=s3, from the AWS_* environment."""
+    bucket = env_str("AWS_STORAGE_BUCKET_NAME", "").strip()
+    if not bucket:
+        raise ImproperlyConfigured(
+            "MEDIA_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME: the bucket that keeps the "
+            "videos and previews."
+        )
+    endpoint = env_str("AWS_S3_ENDPOINT_URL", "").strip()
+    if endpoint and not endpoint.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(
+            f"AWS_S3_ENDPOINT_URL must be an http(s):// address, not {endpoint!r}."
+        )
+    style = env_str("AWS_S3_ADDRESSING_STYLE", "").strip().lower()
+    if style and style not in _ADDRESSING_STYLES:
+        raise ImproperlyConfigured(
+            f"AWS_S3_ADDRESSING_STYLE must be auto, path or virtual, not {style!r}."
+        )
+    expire = env_int("AWS_QUERYSTRING_EXPIRE", 3600, minimum=1)
+    if expire > 604_800:
+        raise ImproperlyConfigured("AWS_QUERYSTRING_EXPIRE must be at most 604800 (7 days).")
+    # Keys: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment (read by
+    # django-storages), else boto3's own chain (an instance role, ~/.aws).
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "").strip() or None,
+            "addressing_style": style or None,
+            # Version 4 signatures: every AWS region and S3-compatible service takes them.
+            "signature_version": env_str("AWS_S3_SIGNATURE_VERSION", "s3v4").strip() or "s3v4",
+            "location": env_str("AWS_LOCATION", "").strip().strip("/"),
+            # Objects stay private; a download is a redirect to a signed address that
+            # expires (S3 caps a signature at 7 days).
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": expire,
+        },
+    }
+
+
+if MEDIA_STORAGE == "s3":
+    STORAGES["default"] = s3_media_storage()
+elif MEDIA_STORAGE != "local":
+    raise ImproperlyConfigured(f"MEDIA_STORAGE must be local or s3, not {MEDIA_STORAGE!r}.")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -2,33 +2,41 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework import serializers
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from projects import openai_api
+from projects.metrics import metrics_view
+from projects.operator_page import operator_page
 from projects.views import CreatorPage
 
+# Each is also the name of the URL it links to.
+API_ROOT_LINKS = ("projects", "unfinished", "credits", "schema", "docs")
 
+
+# Described for the schema: `check --deploy` warns about a view it cannot describe.
+@extend_schema(
+    responses=inline_serializer(
+        "ApiRoot", {link: serializers.URLField() for link in API_ROOT_LINKS}
+    )
+)
 @api_view(["GET"])
 def api_root(request: Request) -> Response:
     """The video-creation API: your projects, and those still unfinished."""
-    return Response(
-        {
-            "projects": reverse("projects", request=request),
-            "unfinished": reverse("unfinished", request=request),
-            "credits": reverse("credits", request=request),
-            "schema": reverse("schema", request=request),
-            "docs": reverse("docs", request=request),
-        }
-    )
+    return Response({link: reverse(link, request=request) for link in API_ROOT_LINKS})
 
 
 urlpatterns = [
     path("", CreatorPage.as_view(), name="creator"),
+    # Before the admin's own URLs, which would answer 404 for it; staff only.
+    path("admin/operator/", admin.site.admin_view(operator_page), name="admin-operator"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/video-creation/", api_root, name="api-root"),
     path("api/video-creation/", include("projects.api.urls")),

@@ -1,5 +1,10 @@
 """Serving a file with HTTP Range support, so a <video> element can seek.
 
+A result kept on this machine's disk (the default media storage) is served
+here. One kept elsewhere (`MEDIA_STORAGE=s3`) is answered with a 302 to a
+short-lived signed address at the storage, which serves Range requests
+itself: the bytes never pass through a web process (projects/storage.py).
+
 Under ASGI the file is read by an async iterator, a chunk at a time on a
 thread: Django consumes a *sync* iterator there by reading all of it into a
 list first (a 1 GiB video cost 1 GiB of the web process's memory before its
@@ -14,12 +19,38 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+
+from projects import storage
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 64 * 1024
 # Each async chunk is a hop to a thread and back: bigger chunks, fewer hops.
 ASYNC_CHUNK = 1024 * 1024
+
+
+def stored_file_response(
+    request: HttpRequest, name: str, content_type: str, filename: str
+) -> HttpResponseBase:
+    """The stored result `name`, wherever it is kept; FileNotFoundError if it is not there."""
+    path = storage.local_path(name)
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(name)
+        return ranged_file_response(request, path, content_type, filename)
+    if not storage.media().exists(name):
+        raise FileNotFoundError(name)
+    response = HttpResponseRedirect(storage.signed_url(name, content_type, filename))
+    # The signed address expires: no cache may keep the redirect past this answer.
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 def ranged_file_response(

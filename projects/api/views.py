@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Func, IntegerField
 from django.http import FileResponse, HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,8 +15,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from projects import lifecycle, progress
-from projects.api.ranges import ranged_file_response
+from projects import lifecycle, progress, storage
+from projects.api.ranges import stored_file_response
 from projects.api.serializers import (
     MAX_SCENES,
     ActiveSerializer,
@@ -38,7 +36,7 @@ from projects.api.throttles import CreateThrottle, StartThrottle
 from projects.lifecycle import Conflict
 from projects.models import EventKind, LiveClient, Step, VideoProject
 from projects.ownership import owned_project
-from projects.pipeline import preview_path
+from projects.pipeline import preview_name
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid input; nothing was changed."),
@@ -340,6 +338,14 @@ class VideoView(APIView):
         responses={
             (200, "video/mp4"): OpenApiResponse(description="The whole video."),
             (206, "video/mp4"): OpenApiResponse(description="The requested byte range."),
+            302: OpenApiResponse(
+                description=(
+                    "With `MEDIA_STORAGE=s3`: `Location` is a short-lived signed address "
+                    "at the storage, which answers 200 or 206 itself. Follow it without "
+                    "this API's `Authorization` header (curl -L and HTTP clients drop it "
+                    "for another host)."
+                )
+            ),
             404: ERRORS[404],
             416: OpenApiResponse(description="The range lies outside the file."),
         },
@@ -349,11 +355,11 @@ class VideoView(APIView):
         # Served in any status: a re-render, cancelled or failed, keeps the last video.
         if not project.video:
             raise NotFound("This project has no rendered video yet.")
-        path = Path(settings.MEDIA_ROOT) / project.video.name
-        if not path.is_file():
-            raise NotFound("The video file is missing; render the project again.")
         filename = f"{_slug(project.title)}.mp4"
-        return ranged_file_response(request, path, "video/mp4", filename)
+        try:
+            return stored_file_response(request, project.video.name, "video/mp4", filename)
+        except FileNotFoundError:
+            raise NotFound("The video file is missing; render the project again.") from None
 
 
 class ScenePreviewView(APIView):
@@ -370,11 +376,13 @@ class ScenePreviewView(APIView):
         if index >= MAX_SCENES:
             # A huge index would make a file name the OS refuses: an OSError, a 500.
             raise NotFound("This scene has no preview.")
-        # The saved script's previews; a rewrite draws its own beside them.
-        path = preview_path(project.pk, index, project.preview_set)
-        if not path.is_file():
-            raise NotFound("This scene has no preview.")
-        response = FileResponse(path.open("rb"), content_type="image/webp")
+        # The saved script's previews; a rewrite draws its own beside them. A
+        # preview is small: read through the storage wherever it is kept.
+        try:
+            preview = storage.media().open(preview_name(project.pk, index, project.preview_set))
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound("This scene has no preview.") from None
+        response = FileResponse(preview, content_type="image/webp")
         response["Cache-Control"] = "private, no-cache"
         return response
 

@@ -7,21 +7,34 @@ worker died) and relays queued jobs whose task never reached the broker or was
 lost with it, admits jobs waiting for a place and numbers the line (see
 `projects/dispatch.py`). Sweeping is a conditional update,
 so any number of workers may sweep at once.
+
+Each sweep also records the cluster's heartbeat (`WorkerHeartbeat`), which
+`/healthz/workers` and `manage.py worker_status` read from any machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
+from django.db.models.functions import Now
+from django.utils import timezone
 from django_q.cluster import Cluster
+from django_q.conf import Conf
 from redis.exceptions import RedisError
 
 from projects import dispatch, lifecycle
+from projects.models import WorkerHeartbeat
+from videocreation.health import this_queue
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +48,57 @@ class Command(BaseCommand):
         cluster = Cluster()
         # Forks first: the cluster's processes must not share this process's connection.
         cluster.start()
-        while cluster.sentinel is not None and cluster.sentinel.is_alive():
-            sweep_once()
-            time.sleep(settings.JOB_SWEEP_SECONDS)
+        heartbeat = Heartbeat()
+        try:
+            while cluster.sentinel is not None and cluster.sentinel.is_alive():
+                sweep_once(heartbeat)
+                time.sleep(settings.JOB_SWEEP_SECONDS)
+        finally:
+            heartbeat.forget()
 
 
-def sweep_once() -> None:
+class Heartbeat:
+    """This cluster's `WorkerHeartbeat` row: renewed every sweep, deleted when it stops."""
+
+    # A row this old belongs to a cluster that was killed long ago.
+    RETENTION = timedelta(days=1)
+
+    def __init__(self) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        queue, broker = this_queue()
+        self.name = f"{host[:100]}:{pid}:{uuid.uuid4().hex[:8]}"
+        self.fields = {
+            "host": host[:100],
+            "pid": pid,
+            "queue": queue,
+            "broker": broker,
+            "processes": Conf.WORKERS,
+            "started_at": timezone.now(),
+        }
+
+    def beat(self) -> None:
+        # The database's clock, as the readers' (see WorkerHeartbeat.objects.with_age).
+        if WorkerHeartbeat.objects.filter(name=self.name).update(seen_at=Now()):
+            return
+        WorkerHeartbeat.objects.filter(seen_at__lt=Now() - self.RETENTION).delete()
+        WorkerHeartbeat.objects.create(name=self.name, seen_at=Now(), **self.fields)
+
+    def forget(self) -> None:
+        """The cluster stopped: it is gone, not stale."""
+        with contextlib.suppress(DatabaseError):
+            WorkerHeartbeat.objects.filter(name=self.name).delete()
+        close_old_connections()
+
+
+def sweep_once(heartbeat: Heartbeat | None = None) -> None:
+    if heartbeat is not None:
+        try:
+            heartbeat.beat()
+        except DatabaseError as error:
+            # Its own step: a heartbeat table not migrated yet must not stop the sweep.
+            logger.warning("The worker could not record its heartbeat: %s", error)
+        except Exception:
+            logger.exception("The worker could not record its heartbeat")
     try:
         lifecycle.sweep_lost_jobs()
         dispatch.relay()

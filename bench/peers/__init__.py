@@ -1,0 +1,1 @@
+"""The peers of issue 13, set up for the benchmarks: see run.py."""
