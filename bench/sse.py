@@ -19,7 +19,11 @@ has the event. For each count it prints:
 
 * latency: from the start of the write call to the event's arrival at a
   client, median and p99 over every (update, client) pair; and to its
-  arrival at the last client, median and p99 over the updates;
+  arrival at the last client, median and p99 over the updates; and how long
+  the write call itself took (its transaction, the commit's flush to disk
+  included), median; and, where the wake-up carries the events (PostgreSQL,
+  Redis), from the moment the server's bus heard it to the last client's
+  arrival (both `time.perf_counter()`, one clock), median: the server's share;
 * statements per update: every SQL statement the server ran during the
   updates (fan-out reads, safety or SQLite polls, live-client refreshes),
   divided by the updates; and the bus's fan-out log reads per update;
@@ -165,6 +169,14 @@ def _writer(project_id: str) -> Callable[[int], tuple[int, float]]:
     return write
 
 
+def _commit_without_flush_wait() -> None:
+    """This thread's PostgreSQL commits return before the WAL reaches the disk."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+
+
 def percentile(values: list[float], share: float) -> float:
     """The value at `share` (0-1) of the sorted `values`, by nearest rank."""
     ordered = sorted(values)
@@ -177,8 +189,9 @@ def ms(seconds: float) -> str:
 
 TABLE_HEAD = (
     "| subscribers | latency median | p99 | last client median | last client p99 "
-    "| SQL statements per update | fan-out reads per update | server CPU per update "
-    "| server RSS | RSS per subscriber |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| the write call itself | wake-up heard → last client | SQL statements per update "
+    "| fan-out reads per update | server CPU per update | server RSS | RSS per subscriber |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -198,9 +211,16 @@ async def _measure(
             return SseClient(port, path, token, arrivals)
 
     write = _writer(project_id)
+
+    def timed_write(number: int) -> tuple[int, float, float]:
+        seq, began = write(number)
+        return seq, began, time.perf_counter()
+
     thread = ThreadPoolExecutor(max_workers=1)  # one thread, so one database connection
     loop = asyncio.get_running_loop()
     clients: list[Any] = []
+    if getattr(args, "async_commit", False):
+        await loop.run_in_executor(thread, _commit_without_flush_wait)
 
     await _get_json(port, f"/api/video-creation/projects/{project_id}/status", token)  # warm-up
     baseline = await _get_json(port, "/bench/counters")
@@ -219,23 +239,31 @@ async def _measure(
             before = await _get_json(port, "/bench/counters")
             latencies: list[float] = []
             last: list[float] = []
+            calls: list[float] = []
+            last_at: dict[int, float] = {}
             for _ in range(args.updates):
                 await asyncio.sleep(random.uniform(0, 0.3))
                 number += 1
-                seq, began = await loop.run_in_executor(thread, write, number)
+                seq, began, ended = await loop.run_in_executor(thread, timed_write, number)
+                calls.append(ended - began)
                 await arrivals.all_have(seq, timeout=60)
                 times = arrivals.times.pop(seq)
                 latencies += [at - began for at in times]
                 last.append(max(times) - began)
+                last_at[seq] = max(times)
             after = await _get_json(port, "/bench/counters")
             statements = (after["statements"] - before["statements"]) / args.updates
             reads = (after["fan_out_reads"] - before["fan_out_reads"]) / args.updates
             cpu = (after["cpu_seconds"] - before["cpu_seconds"]) / args.updates
             growth = (after["rss_kib"] - baseline["rss_kib"]) / count
+            heard = {int(seq): at for seq, at in after.get("heard", {}).items()}
+            server = [at - heard[seq] for seq, at in last_at.items() if seq in heard]
+            server_share = ms(statistics.median(server)) if server else "n/a"
             print(
                 f"| {count:,} | {ms(statistics.median(latencies))} "
                 f"| {ms(percentile(latencies, 0.99))} "
                 f"| {ms(statistics.median(last))} | {ms(percentile(last, 0.99))} "
+                f"| {ms(statistics.median(calls))} | {server_share} "
                 f"| {statements:.1f} | {reads:.2f} | {ms(cpu)} | {after['rss_kib'] / 1024:.1f} MiB "
                 f"| {growth:.1f} KiB |",
                 flush=True,
@@ -260,6 +288,12 @@ def main() -> None:
     )
     parser.add_argument("--updates", type=int, default=40, help="writes per subscriber count")
     parser.add_argument("--tree", type=Path, default=TREE, help="the source tree to serve")
+    parser.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="PostgreSQL: the writes do not wait for the disk (synchronous_commit=off), "
+        "to see the latency the product adds apart from the commit's flush",
+    )
     args = parser.parse_args()
 
     # Each client is a socket here and one in the server (which inherits this limit).

@@ -45,8 +45,13 @@ SECURITY_SETTINGS = [
 
 
 def clean_env(**env: str) -> dict[str, str]:
-    """This environment without the tests' own key, DEBUG or HTTPS settings, plus `env`."""
+    """This environment without the tests' own key, DEBUG or HTTPS settings, plus `env`.
+
+    Also without DJANGO_ALLOW_ASYNC_UNSAFE, which the browser tests set for their
+    own process (tests/e2e/conftest.py) and no deployment may.
+    """
     dropped = {"SECRET_KEY", "DEBUG", "HTTPS", *SECURITY_SETTINGS, "ALLOWED_HOSTS"}
+    dropped.add("DJANGO_ALLOW_ASYNC_UNSAFE")
     return {**{k: v for k, v in os.environ.items() if k not in dropped}, **env}
 
 

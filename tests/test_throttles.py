@@ -6,6 +6,7 @@ test here lowers the one it is about.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -25,7 +26,7 @@ from websockets.sync.client import connect
 
 from projects.api.throttles import CreateThrottle, StartThrottle
 from projects.models import LiveClient, VideoProject, WebSocketSession
-from tests.conftest import BRIEF, AsgiServer
+from tests.conftest import BRIEF, AsgiServer, database_url_for_children
 from tests.waiting import wait_for
 from videocreation.settings import env_rate
 
@@ -371,3 +372,29 @@ def test_a_rate_drf_would_misread_is_refused(raw: str, monkeypatch: pytest.Monke
     monkeypatch.setenv("THROTTLE_TEST_RATE", raw)
     with pytest.raises(ImproperlyConfigured, match="THROTTLE_TEST_RATE"):
         env_rate("THROTTLE_TEST_RATE", "30/min")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_web_processes_share_one_history_of_a_users_creates(
+    fresh_throttles: None, alice: User, media_root: Path, tmp_path: Path
+) -> None:
+    """`make run` starts a web process per core: the rate is the user's, not each process's."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_children(),
+        "MEDIA_ROOT": str(media_root),
+        "DEBUG": "0",
+        "THROTTLE_CREATE_RATE": "2/min",
+    }
+    with ExitStack() as stack:
+        servers = []
+        for name in ("a", "b"):
+            server = AsgiServer(tmp_path / f"{name}.log", dict(env)).start()
+            stack.callback(server.stop)
+            servers.append(server)
+        answers = [
+            httpx.post(f"{server.url}{PROJECTS}", json=BRIEF, headers=_bearer(alice), timeout=10)
+            for server in (*servers, servers[0])
+        ]
+    assert [answer.status_code for answer in answers] == [201, 201, 429]
+    assert VideoProject.objects.filter(owner=alice).count() == 2

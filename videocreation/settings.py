@@ -244,7 +244,14 @@ if REDIS_URL:
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # On one machine without Redis the web processes (WEB_CONCURRENCY) share a
+    # cache through files, so a user's throttle history is one, not one per process.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env_str("CACHE_DIR", str(BASE_DIR / "var" / "cache")),
+        }
+    }
 
 # The longest a job may run before it is failed with a clear error.
 JOB_TIME_LIMIT = env_int("JOB_TIME_LIMIT", 20 * 60, minimum=10)
