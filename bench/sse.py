@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -54,7 +55,8 @@ from harness import bench_server, raise_fd_limit
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
-SCRATCH_DB = "videocreation_bench_sse"
+# Of this run alone: the scratch database is dropped at the end, and others may bench too.
+SCRATCH_DB = f"videocreation_bench_sse_{os.getpid()}"
 OPEN_AT_ONCE = 50  # clients connecting concurrently while a count is built up
 
 

@@ -27,11 +27,12 @@ import time
 from pathlib import Path
 
 from harness import bench_server, raise_fd_limit
-from sse import SCRATCH_DB, Arrivals, _measure
+from sse import Arrivals, _measure
 
 HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+SCRATCH_DB = f"videocreation_bench_ws_{os.getpid()}"  # this run's alone, dropped after
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
