@@ -1,7 +1,9 @@
 """The ASGI application: Django for HTTP (SSE included), Channels for /ws/progress/.
 
-The lifespan hook closes this process's event bus on shutdown, which ends
-every SSE stream and WebSocket subscription so their clients reconnect.
+SSE streams (`…/events`) go to Django's handler without a thread per request
+(projects/streams.py, `threadless_event_streams`). The lifespan hook tunes the
+garbage collector at startup and closes this process's event bus on shutdown,
+which ends every SSE stream and WebSocket subscription so their clients reconnect.
 """
 
 from __future__ import annotations
