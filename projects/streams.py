@@ -143,6 +143,7 @@ def status(request: HttpRequest, project_id: Any) -> HttpResponse:
     this thread waits on the event loop and holds nothing else.
     """
     key, pk = _token_and_id(request, project_id)
+    query = None  # validated once, after the caller is known (401 and 404 come first)
     if key is None or pk is None:
         # A session's caller (the page), or an id no project has: the usual way.
         _, project = callers_project(request, project_id)
@@ -153,11 +154,12 @@ def status(request: HttpRequest, project_id: Any) -> HttpResponse:
             version = token_holders_version(key, pk)
             if version is None:
                 _refuse_missing(request, project_id)
+            query = _status_query(request)
             etag = _etag(pk, version)
-            if _status_query(request)["wait"] == 0 and (etag in tags or "*" in tags):
+            if query["wait"] == 0 and (etag in tags or "*" in tags):
                 return _not_modified(etag)
         project = token_holders_row(key, pk) or _refuse_missing(request, project_id)
-    query = _status_query(request)
+    query = query or _status_query(request)
     if query["wait"] > 0:
         since = query.get("since", project.version)
         if project.version <= since:
