@@ -28,7 +28,9 @@ every answer (a Lua script): a single answer other than the one expected fails t
 benchmark. `--rounds N` runs a, b and c N times over, in turn, so that a noisy
 moment of a shared machine hits every path alike. It prints one table: requests/s,
 p50, p99 and requests/s as a multiple of celery-progress's in the same round (each
-the median over the rounds); then the issue's targets, met or missed.
+the median over the rounds), the CPU time the server's processes spent per request
+while wrk ran (their whole process group, from /proc: every web process, and the
+event loop's share beside the threads'); then the issue's targets, met or missed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Row:
     p50: float
     p99: float
     note: str = ""
+    cpu: float | None = None  # the server's CPU seconds per request (all its processes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Product:
     token: str
     project_id: str
     command: str
+    pid: int  # leads the server's process group
 
 
 def _seconds(text: str) -> float:
@@ -100,10 +104,34 @@ def _seconds(text: str) -> float:
     return float(number) * UNITS[unit]
 
 
+def group_cpu(group: int) -> float:
+    """CPU seconds (user + system) of every process in process group `group`, from /proc."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        # After the command's closing parenthesis: pgrp is the 3rd field, utime and stime
+        # the 12th and 13th.
+        if int(fields[2]) == group:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def wrk(
-    args: argparse.Namespace, name: str, server: str, url: str, headers: list[str], expect: int
+    args: argparse.Namespace,
+    name: str,
+    server: str,
+    url: str,
+    headers: list[str],
+    expect: int,
+    group: int,
 ) -> Row:
-    """wrk's requests/s, p50 and p99 on `url`; every answer must have the status `expect`."""
+    """wrk's requests/s, p50 and p99 on `url`; every answer must have the status `expect`.
+
+    Also the CPU time the server's process group `group` spent per request while wrk ran.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(STATUS_COUNTER)
     try:
@@ -111,7 +139,9 @@ def wrk(
         command += ["-s", script.name, *(f"-H{header}" for header in headers), url]
         if args.warmup:
             _run_wrk([*command, f"-d{args.warmup}s"], expect)
+        cpu_before = group_cpu(group)
         output = _run_wrk([*command, f"-d{args.seconds}s"], expect)
+        cpu = group_cpu(group) - cpu_before
     finally:
         os.unlink(script.name)
     per_second = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
@@ -119,7 +149,7 @@ def wrk(
     p99 = _seconds(re.search(r"\s99%\s+(\S+)", output).group(1))
     errors = re.search(r"Socket errors: (.*)", output)
     note = f"socket errors: {errors.group(1)}" if errors else ""
-    return Row(name, server, per_second, p50, p99, note)
+    return Row(name, server, per_second, p50, p99, note, cpu / (per_second * args.seconds))
 
 
 def _run_wrk(command: list[str], expect: int) -> str:
@@ -182,7 +212,11 @@ def product_server(args: argparse.Namespace) -> Iterator[Product]:
         try:
             asyncio.run(wait_until_serving(port, timeout=60))
             yield Product(
-                port, token, project_id, shlex.join(command).replace(sys.executable, "python")
+                port,
+                token,
+                project_id,
+                shlex.join(command).replace(sys.executable, "python"),
+                server.pid,
             )
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -297,14 +331,22 @@ def measure(args: argparse.Namespace) -> tuple[list[list[Row]], Row | None]:
         url = f"http://127.0.0.1:{product.port}{_status_path(product)}"
         auth = f"Authorization: Token {product.token}"
         loads = [
-            ("celery-progress 0.5: its poll", peer.server_command, peer.url, [], 200),
-            ("product: status poll, 200", product.command, url, [auth], 200),
+            (
+                "celery-progress 0.5: its poll",
+                peer.server_command,
+                peer.url,
+                [],
+                200,
+                peer.server_pid,
+            ),
+            ("product: status poll, 200", product.command, url, [auth], 200, product.pid),
             (
                 "product: status poll, 304 (If-None-Match)",
                 product.command,
                 url,
                 [auth, f"If-None-Match: {etag}"],
                 304,
+                product.pid,
             ),
         ]
         rounds = []
@@ -331,6 +373,7 @@ def _over_rounds(rows: tuple[Row, ...]) -> Row:
         statistics.median(row.p50 for row in rows),
         statistics.median(row.p99 for row in rows),
         "; ".join(notes),
+        statistics.median(row.cpu for row in rows) if rows[0].cpu is not None else None,
     )
 
 
@@ -350,17 +393,18 @@ def report(args: argparse.Namespace, rounds: list[list[Row]], long_poll: Row | N
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s (after {args.warmup} s); "
         f"{args.rounds} round(s) of the three loads, one after the other"
     )
-    print("| path | requests/s | p50 | p99 | x celery-progress | |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| path | requests/s | p50 | p99 | server CPU per request | x celery-progress | |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     lines: list[tuple[Row, float | None]] = list(zip(summary, ratios, strict=True))
     if long_poll:
         lines.append((long_poll, None))
     for row, ratio in lines:
         rate = f"{row.per_second:,.0f}" if row.per_second is not None else "—"
         times = f"{ratio:.2f}" if ratio is not None else "—"
+        cpu = f"{row.cpu * 1e6:,.0f} µs" if row.cpu is not None else "—"
         print(
             f"| {row.path} | {rate} | {row.p50 * 1000:.1f} ms "
-            f"| {row.p99 * 1000:.1f} ms | {times} | {row.note} |"
+            f"| {row.p99 * 1000:.1f} ms | {cpu} | {times} | {row.note} |"
         )
     ok, not_modified = summary[1], summary[2]
     targets = [
