@@ -76,3 +76,39 @@ def test_static_files_keep_async_requests_on_the_event_loop() -> None:
     assert static["Content-Type"].startswith("text/css")
     status = async_to_sync(middleware)(RequestFactory().get("/api/video-creation/stats"))
     assert status.content == b"the status"
+
+
+def test_an_unanswering_postgresql_fails_a_connection_within_the_connect_timeout() -> None:
+    # A server that takes the TCP connection and never answers, as a hung host would:
+    # /healthz and every request must fail in DATABASE_CONNECT_TIMEOUT, not hang.
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        code = (
+            "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'videocreation.settings';"
+            "django.setup(); from django.db import connection\n"
+            "try:\n    connection.ensure_connection()\nexcept Exception as error:\n"
+            "    print(type(error).__name__)"
+        )
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DEBUG": "1",
+                "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/nothing",
+                "DATABASE_CONNECT_TIMEOUT": "2",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - began
+
+    assert "OperationalError" in done.stdout, done.stderr
+    assert took < 20  # Django's setup and the 2 s timeout, not minutes

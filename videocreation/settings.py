@@ -216,6 +216,12 @@ DATABASES = {
 }
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if IS_POSTGRES:
+    # An unreachable server fails a connection (a request, /healthz) in this many
+    # seconds instead of the operating system's TCP timeout of minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+    )
 
 if IS_SQLITE:
     # WAL lets the web process read while a worker writes; IMMEDIATE takes the
