@@ -216,6 +216,8 @@ def _connections_to(port: int) -> int:
         ("/api/video-creation/projects/p/video", b"", True),
         ("/api/video-creation/projects/p/scenes/2/preview", b"", True),
         ("/v1/chat/completions", b"", True),
+        ("/admin/projects/videoproject/p/video/", b"", True),
+        ("/admin/projects/videoproject/p/change/", b"", False),
         ("/api/video-creation/projects", b"", False),
         ("/api/video-creation/projects/p", b"", False),
         ("/admin/", b"", False),

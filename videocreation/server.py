@@ -27,10 +27,12 @@ from django.db import connections
 from django.dispatch import receiver
 
 # Requests that may take long: event streams, the OpenAI endpoint (it waits for
-# the video), and downloads (a slow client would hold a pool thread for minutes).
+# the video), and downloads, the admin's too (a slow client would hold a pool
+# thread for minutes).
 STREAM_PATHS = re.compile(
     rb"^/api/video-creation/(?:projects/[^/]+/)?events/?$"
     rb"|^/api/video-creation/projects/[^/]+/(?:video|scenes/[^/]+/preview)/?$"
+    rb"|^/admin/projects/videoproject/[^/]+/video/?$"
     rb"|^/v1/"
 )
 STATUS_PATH = re.compile(rb"^/api/video-creation/projects/[^/]+/status/?$")
