@@ -3,8 +3,9 @@
 DRF's `UserRateThrottle`, keyed on the user, with its rate read from our
 settings when a request comes (DRF binds its own rate table at import, where
 a changed setting never reaches it). The history lives in Django's cache,
-which every web process shares: Redis, or without it files on the machine. DRF reads and writes a history without a lock, so a burst of
-concurrent requests may slip a few past the rate; the rate is a brake, not
+which every web process shares: Redis, or without it files on the machine.
+DRF reads and writes a history without a lock, so a burst of concurrent
+requests may slip a few past the rate; the rate is a brake, not
 an invariant (the stream cap, which must hold, is counted in the database).
 """
 
