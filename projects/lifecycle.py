@@ -5,6 +5,7 @@
     GENERATING_SCRIPT ──finish_script, auto_render──▶ RENDERING (in the same transaction)
     running ──fail──▶ FAILED          running ──cancel──▶ DRAFT (nothing lost)
     FAILED / COMPLETED ──start_*──▶ running again
+    not running ──delete_project──▶ gone (with its events and files)
 
 Two requests, two workers or a redelivered task racing on one project: the
 update's WHERE clause lets exactly one of them win; the others see a row
@@ -16,24 +17,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
+import shutil
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from credits import ledger
-from projects import dispatch, progress
+from projects import dispatch, progress, storage
 from projects.models import RUNNING_STATUSES, EventKind, Status, Step, VideoProject
+from projects.ownership import ProjectNotFound
 
 logger = logging.getLogger(__name__)
 
 STARTABLE = (Status.DRAFT, Status.FAILED, Status.COMPLETED)
 EDITABLE = (Status.DRAFT, Status.FAILED)
 STATUS_FOR_STEP = {Step.SCRIPT: Status.GENERATING_SCRIPT, Step.RENDER: Status.RENDERING}
+# What a person wrote: a duplicate copies these (and the script).
+BRIEF_FIELDS = ("title", "brief", "aspect_ratio", "scene_count", "seconds_per_scene", "style")
+TITLE_MAX = VideoProject._meta.get_field("title").max_length
+COPY_SUFFIX = " (copy)"
 
 
 class Conflict(Exception):
@@ -54,7 +63,11 @@ def _status_event() -> list[progress.Event]:
 
 
 def _current_status(project_id: Any) -> str:
-    return VideoProject.objects.filter(pk=project_id).values_list("status", flat=True).get()
+    """The project's status now; a project deleted meanwhile is the 404 of a missing one."""
+    status = VideoProject.objects.filter(pk=project_id).values_list("status", flat=True).first()
+    if status is None:
+        raise ProjectNotFound
+    return status
 
 
 def _enqueue(project: VideoProject) -> None:
@@ -92,7 +105,9 @@ def start_job(
         expect &= Q(script_data__isnull=False)
     with transaction.atomic():
         # Locked for the transaction: the price is that of the script the job will do.
-        current = VideoProject.objects.select_for_update().get(pk=project.pk)
+        current = VideoProject.objects.select_for_update().filter(pk=project.pk).first()
+        if current is None:
+            raise ProjectNotFound  # deleted a moment ago
         price = current.prices()[step]
         place = dispatch.place_at_the_end()
         started = progress.write(
@@ -237,6 +252,123 @@ def mark_notified(project: VideoProject) -> VideoProject:
     if current.is_running:
         raise Conflict("The job is still running; there is nothing to be told yet.", current.status)
     return current
+
+
+def dismiss_resume(project: VideoProject) -> VideoProject:
+    """The owner said "Not now" to resuming the project: `GET unfinished` leaves it out
+    until it changes again. Saying it twice changes nothing.
+
+    The dismissal is announced like any other change (every open tab hears
+    `resumeDismissed`); the next change of the project's state clears it
+    (progress.write), its running job's progress does not.
+    """
+    dismissed = progress.write(
+        project.pk,
+        expect=Q(resume_dismissed=False),
+        fields={"resume_dismissed": True},
+        events=_status_event(),
+    )
+    if dismissed is not None:
+        return dismissed
+    current = VideoProject.objects.filter(pk=project.pk).first()
+    if current is None:
+        raise ProjectNotFound
+    return current
+
+
+def duplicate_project(project: VideoProject) -> VideoProject:
+    """A new DRAFT of the same owner with the project's brief and script, as saved now.
+
+    Any status will do: while a job runs, the copy has the script saved before
+    it. The title says it is a copy; the saved script's scene previews are
+    copied once the new project is committed. Creating a project costs no
+    credits, and neither does this.
+    """
+    saved = VideoProject.objects.select_related("owner").filter(pk=project.pk).first()
+    if saved is None:
+        raise ProjectNotFound
+    brief = {name: getattr(saved, name) for name in BRIEF_FIELDS}
+    brief["title"] = _copy_title(saved.title)
+    with transaction.atomic():
+        copy = create_project(
+            saved.owner,
+            brief,
+            script_data=saved.script_data,
+            preview_set=saved.preview_set if saved.script_data else "",
+        )
+        if saved.script_data:
+            scenes = len(saved.script_data.get("scenes") or [])
+            transaction.on_commit(
+                partial(_copy_previews, saved.pk, copy.pk, saved.preview_set, scenes)
+            )
+    return copy
+
+
+def _copy_title(title: str) -> str:
+    return title[: TITLE_MAX - len(COPY_SUFFIX)].rstrip() + COPY_SUFFIX
+
+
+def _copy_previews(source_id: Any, copy_id: Any, preview_set: str, scenes: int) -> None:
+    """Best effort: a preview that cannot be copied is one the copy shows without."""
+    from projects.pipeline import preview_name  # the pipeline imports lifecycle
+
+    for index in range(scenes):
+        source = preview_name(source_id, index, preview_set)
+        try:
+            with storage.media().open(source) as preview:
+                storage.media().save(
+                    preview_name(copy_id, index, preview_set),
+                    File(preview, name=posixpath.basename(source)),
+                )
+        except FileNotFoundError:
+            continue
+        except Exception:
+            logger.exception("Could not copy the preview %s to project %s", source, copy_id)
+
+
+def delete_project(project: VideoProject) -> None:
+    """Remove a project with no queued or running job: its row, its events, its files.
+
+    Raises `Conflict` while a job is queued or running (cancel it first), and
+    `ProjectNotFound` if it is already gone. The ledger keeps its entries (their
+    project becomes null): money that moved stays explained. The files go once
+    the deletion commits, so a rollback leaves nothing missing.
+    """
+    with transaction.atomic():
+        # A compare-and-set that also takes the row's lock (SQLite: the write
+        # lock): a start racing with us waits, then finds the project gone.
+        idle = (
+            VideoProject.objects.filter(pk=project.pk)
+            .exclude(status__in=RUNNING_STATUSES)
+            .update(updated_at=timezone.now())
+        )
+        if idle != 1:
+            status = _current_status(project.pk)
+            raise Conflict(_undeletable_message(status), status)
+        video = VideoProject.objects.values_list("video", flat=True).get(pk=project.pk)
+        VideoProject.objects.filter(pk=project.pk).delete()
+        transaction.on_commit(partial(_remove_files, project.pk, video))
+
+
+def _undeletable_message(status: str) -> str:
+    if status == Status.RENDERING:
+        return "The video is rendering; cancel the render before deleting the project."
+    return "The script is being written; cancel it before deleting the project."
+
+
+def _remove_files(project_id: Any, video: str) -> None:
+    """The project's results in the media storage, and its work files on this machine.
+
+    Clips another worker machine kept on its own disk (a cancelled or failed
+    render's checkpoints) are not reachable from here.
+    """
+    from projects.pipeline import previews_folder, project_dir, videos_folder
+
+    storage.delete(video)
+    storage.remove_folder(videos_folder(project_id))
+    storage.remove_folder(previews_folder(project_id))
+    # Clips and an engine's work; on a local storage the previews' folder is in it too.
+    shutil.rmtree(project_dir(project_id), ignore_errors=True)
 
 
 def edit_brief(project: VideoProject, changes: dict[str, Any]) -> VideoProject:

@@ -55,6 +55,10 @@ class VideoProjectQuerySet(models.QuerySet["VideoProject"]):
             | Q(completed_at__isnull=False, notified=False)
         )
 
+    def not_dismissed(self) -> VideoProjectQuerySet:
+        """Leaves out projects whose owner said "Not now" to resuming them, until they change."""
+        return self.filter(resume_dismissed=False)
+
     def running(self) -> VideoProjectQuerySet:
         return self.filter(status__in=RUNNING_STATUSES)
 
@@ -125,6 +129,11 @@ class VideoProject(models.Model):
     # and how long jobs like it took here; null without any basis.
     run_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     estimate_seconds = models.FloatField(null=True, blank=True, editable=False)
+    # The owner said "Not now" to resuming the project: it stays out of `GET
+    # unfinished` until it changes again — any write with a status or error event
+    # (an edit, a start, a finish, a failure, a cancel) clears it; a running job's
+    # progress does not (progress.write).
+    resume_dismissed = models.BooleanField(default=False, editable=False)
 
     objects = VideoProjectQuerySet.as_manager()
 
@@ -208,6 +217,7 @@ class VideoProject(models.Model):
         """The status object of API.md: what every transport tells a client."""
         return {
             "id": str(self.pk),
+            "title": self.title,
             **self.to_progress_dict(),
             "scriptData": self.script_data,
             "videoUrl": self.video_url,
@@ -220,6 +230,7 @@ class VideoProject(models.Model):
             "prices": self.prices(),
             "charged": self.charged,
             "queuePosition": self.queue_position if self.is_running else None,
+            "resumeDismissed": self.resume_dismissed,
         }
 
     def seconds_left(self, now: datetime | None = None) -> int | None:

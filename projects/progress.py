@@ -39,6 +39,8 @@ from projects.models import (
 )
 
 Event = tuple[str, dict[str, Any]]
+# Events that say the project's state changed, not just how far its job has got.
+_CHANGES = frozenset({EventKind.STATUS, EventKind.ERROR})
 
 
 def write(
@@ -50,6 +52,9 @@ def write(
     request, worker or cancel got there first).
     """
     events = list(events)
+    if "resume_dismissed" not in fields and any(kind in _CHANGES for kind, _ in events):
+        # The project's state changes: an owner who said "Not now" is asked again.
+        fields = {**fields, "resume_dismissed": False}
     with transaction.atomic():
         updated = VideoProject.objects.filter(expect, pk=project_id).update(
             **fields, version=F("version") + len(events), updated_at=timezone.now()

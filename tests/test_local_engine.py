@@ -18,7 +18,7 @@ from PIL import Image
 from projects.engines.base import EngineError, InvalidInputError, JobStopped, ProjectSpec, Scene
 from projects.engines.drawing import draw_frame
 from projects.engines.ffmpeg import ffmpeg_exe, run_ffmpeg
-from projects.engines.local import LocalEngine
+from projects.engines.local import SPEECH_SHARE, LocalEngine
 
 SPEC = ProjectSpec(
     project_id="test-project",
@@ -35,13 +35,15 @@ SPEC = ProjectSpec(
 
 
 class Recorder:
-    """A StageProgress that remembers what it was told, and can play a cancel after N updates."""
+    """A StageProgress that remembers what it was told, and can play a cancel after N updates
+    (counting only those past `counting_from`)."""
 
-    def __init__(self, stop_after: int | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, counting_from: float = 0.0) -> None:
         self.fractions: list[float] = []
         self.messages: list[str] = []
         self.lines: list[str] = []
         self.stop_after = stop_after
+        self.counting_from = counting_from
         self.stopped = False
         self.on_stop = lambda: None
 
@@ -49,7 +51,8 @@ class Recorder:
         self.fractions.append(fraction)
         if message:
             self.messages.append(message)
-        if self.stop_after is not None and len(self.fractions) >= self.stop_after:
+        counted = [f for f in self.fractions if f > self.counting_from]
+        if self.stop_after is not None and len(counted) >= self.stop_after:
             self.stopped = True
         self.check()
 
@@ -108,28 +111,34 @@ def rising(fractions: list[float]) -> bool:
 
 
 def scene(index: int = 0, seconds: float = 2.0) -> Scene:
-    return LocalEngine().outline(replace(SPEC, seconds_per_scene=int(seconds)), Recorder())[index]
+    spec = replace(SPEC, seconds_per_scene=int(seconds))
+    return LocalEngine(seed=1).outline(spec, Recorder())[index]
 
 
 # --- outline ------------------------------------------------------------------
 
 
-def test_outline_plans_the_scenes_asked_for_and_is_deterministic() -> None:
+def test_outline_plans_the_scenes_asked_for_and_is_deterministic_for_its_seed() -> None:
     spec = replace(SPEC, scene_count=4, seconds_per_scene=3)
     progress = Recorder()
 
-    scenes = LocalEngine().outline(spec, progress)
+    scenes = LocalEngine(seed=7).outline(spec, progress)
 
-    assert scenes == LocalEngine().outline(spec, Recorder())
+    assert scenes == LocalEngine(seed=7).outline(spec, Recorder())
     assert [s.index for s in scenes] == [0, 1, 2, 3]
     assert all(s.narration.strip() and s.visual.strip() for s in scenes)
     assert all(s.seconds == 3.0 for s in scenes)
     assert "Night trains of Europe" in scenes[0].narration
-    assert "close" in scenes[-1].narration
+    assert "Night trains of Europe" in scenes[-1].narration  # a closing line names it again
     assert "Vienna" in " ".join(s.narration for s in scenes)
     assert progress.fractions[-1] == pytest.approx(1.0)
     assert rising(progress.fractions)
-    assert any("Outlined 4 scenes" in line for line in progress.lines)
+    assert any("Outlined 4 scenes" in line and "seed 7" in line for line in progress.lines)
+
+
+def test_each_engine_writes_with_a_seed_of_its_own() -> None:
+    # The pipeline makes an engine per job: a rewrite gets a new seed.
+    assert len({LocalEngine().seed for _ in range(20)}) > 1
 
 
 def test_outline_with_more_scenes_than_sentences_still_fills_every_scene() -> None:
@@ -137,7 +146,7 @@ def test_outline_with_more_scenes_than_sentences_still_fills_every_scene() -> No
         SPEC, brief="Why bees matter, and how cities can help them thrive", scene_count=5
     )
 
-    scenes = LocalEngine().outline(spec, Recorder())
+    scenes = LocalEngine(seed=3).outline(spec, Recorder())
 
     assert len(scenes) == 5
     assert all(s.narration.strip() for s in scenes)
@@ -271,7 +280,8 @@ def test_compose_without_clips_is_invalid_input(tmp_path: Path) -> None:
 def test_a_stop_mid_encode_kills_ffmpeg_and_leaves_no_clip(tmp_path: Path) -> None:
     workdir = tmp_path / "stop-me"  # every path ffmpeg is given lies under this
     clip = workdir / "scene-0.mp4"
-    progress = Recorder(stop_after=2)
+    # Past the narration, which is spoken before the frames are encoded.
+    progress = Recorder(stop_after=2, counting_from=SPEECH_SHARE)
     seen_at_stop: list[int] = []
     progress.on_stop = lambda: seen_at_stop.extend(processes_mentioning(str(workdir)))
 

@@ -1,10 +1,20 @@
 """Every error body is `{"detail": <a sentence>, "code": <a word>}` (+ `fields`, + `status`).
 
+Validation errors: `fields` maps each field, named as the API names it, to its
+messages; a nested field is named by its path — `scriptData.title`,
+`scriptData.scenes` (the list as a whole), `scriptData.scenes[2]` (the third
+scene as a whole), `scriptData.scenes[2].seconds`. `detail` is the first
+message as a person reads it: the form's own words ("Scenes must be a whole
+number from 1 to 12.", "Scene 3: seconds must be a number from 1 to 20."), or
+a message of DRF's after its field's name ("offset: A valid integer is required.").
+
 Under `/v1/` (the OpenAI-compatible endpoint) errors take OpenAI's shape instead.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -12,9 +22,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from credits.ledger import InsufficientCredits
+from projects.api.serializers import PLAIN_MESSAGES
 from projects.api.throttles import throttled_message
 from projects.lifecycle import Conflict, IdempotencyKeyReused
 
@@ -62,27 +74,49 @@ def _code_of(exc: exceptions.APIException) -> str:
     return {"not_found": "not_found"}.get(code, code)
 
 
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
+SCENE_PATH = re.compile(r"^scriptData\.scenes\[(\d+)\]")
+
+
 def validation_body(detail: Any) -> dict[str, Any]:
-    if not isinstance(detail, dict):
-        detail = {"non_field_errors": detail if isinstance(detail, list) else [detail]}
-    fields = {name: _messages(errors) for name, errors in detail.items()}
-    first_field, first_messages = next(iter(fields.items()))
-    sentence = first_messages[0] if first_messages else "This value is invalid."
-    if first_field != "non_field_errors":
-        sentence = f"{first_field}: {sentence}"
+    fields: dict[str, list[str]] = {}
+    for path, message in _flatten(detail, ""):
+        fields.setdefault(path or NON_FIELD, []).append(message)
+    if not fields:
+        fields[NON_FIELD] = ["This value is invalid."]
+    first_path, first_messages = next(iter(fields.items()))
+    sentence = _sentence(first_path, first_messages[0])
     if len(fields) > 1:
         sentence += f" (and {len(fields) - 1} more field{'s' if len(fields) > 2 else ''} to fix)"
     return {"detail": sentence, "code": "invalid", "fields": fields}
 
 
-def _messages(errors: Any) -> list[str]:
+def _flatten(errors: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Each message with the path of its field (a serializer's own errors: its path)."""
     if isinstance(errors, dict):
-        return [
-            f"{key}: {message}" for key, value in errors.items() for message in _messages(value)
-        ]
-    if isinstance(errors, list):
-        return [message for error in errors for message in _messages(error)]
-    return [str(errors)]
+        for key, value in errors.items():
+            if isinstance(key, int):
+                yield from _flatten(value, f"{path}[{key}]")
+            elif key == NON_FIELD:
+                yield from _flatten(value, path)
+            else:
+                yield from _flatten(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(errors, list):
+        for index, error in enumerate(errors):
+            # A list serializer's errors: one dict per item ({} for a good one).
+            nested = isinstance(error, dict | list)
+            yield from _flatten(error, f"{path}[{index}]" if nested else path)
+    else:
+        yield path, str(errors)
+
+
+def _sentence(path: str, message: str) -> str:
+    if message not in PLAIN_MESSAGES:
+        return message if path == NON_FIELD else f"{path}: {message}"
+    scene = SCENE_PATH.match(path)
+    if scene is None:
+        return message
+    return f"Scene {int(scene.group(1)) + 1}: {message[:1].lower()}{message[1:]}"
 
 
 def too_large_message() -> str:

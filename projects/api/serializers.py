@@ -1,4 +1,11 @@
-"""Input serializers validate; output serializers only describe (bodies come from the model)."""
+"""Input serializers validate; output serializers only describe (bodies come from the model).
+
+The fields a person fills in on the creator page say what is wrong in the
+page's own labels ("Scenes must be a whole number from 1 to 12."): each error
+message is a whole sentence, the same for every way the value can be wrong.
+The error body keeps the API's field names as the keys of `fields`
+(projects/api/errors.py).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,44 @@ from projects.models import AspectRatio, Status, Step
 # A query number above it is refused with a 400, never sent to the database.
 MAX_SEQ = 2**63 - 1
 MAX_SCENES = 12
+MAX_BRIEF = 2000
+MIN_BRIEF = 10
+
+
+# Every sentence made by `plain` names what it is about: an error body shows it
+# as its `detail` as it is. Any other message (DRF's own, a validator's) is shown
+# after the name of its field (projects/api/errors.py).
+PLAIN_MESSAGES: set[str] = set()
+
+
+def plain(messages: dict[str, str]) -> dict[str, str]:
+    PLAIN_MESSAGES.update(messages.values())
+    return messages
+
+
+def whole_number(label: str, low: int, high: int) -> dict[str, str]:
+    sentence = f"{label} must be a whole number from {low} to {high}."
+    codes = ("required", "null", "invalid", "min_value", "max_value", "max_string_length")
+    return plain(dict.fromkeys(codes, sentence))
+
+
+def number(label: str, low: int, high: int) -> dict[str, str]:
+    sentence = f"{label} must be a number from {low} to {high}."
+    codes = ("required", "null", "invalid", "min_value", "max_value", "max_string_length")
+    return plain(dict.fromkeys((*codes, "overflow"), sentence))
+
+
+def text(label: str, max_length: int, *, required: bool = True) -> dict[str, str]:
+    """A text field's sentences; one that may be empty is refused only for its length or type."""
+    kind = f"{label} must be text"
+    messages = {
+        "invalid": f"{kind}.",
+        "null": f"{label} cannot be empty." if required else f"{kind} (or left empty).",
+        "max_length": f"{label} must be at most {max_length:,} characters.",
+    }
+    if required:
+        messages |= dict.fromkeys(("required", "blank"), f"{label} cannot be empty.")
+    return plain(messages)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -27,40 +72,102 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+BRIEF_TOO_SHORT = f"The brief must be at least {MIN_BRIEF} characters long."
+BRIEF_TOO_LONG = f"The brief must be at most {MAX_BRIEF:,} characters long."
+RATIOS = ", ".join(AspectRatio.values[:-1]) + f" or {AspectRatio.values[-1]}"
+
+
 class BriefSerializer(StrictSerializer):
-    title = serializers.CharField(max_length=200)
-    brief = serializers.CharField(min_length=10, max_length=2000)
+    title = serializers.CharField(max_length=200, error_messages=text("Title", 200))
+    brief = serializers.CharField(
+        min_length=MIN_BRIEF,
+        max_length=MAX_BRIEF,
+        error_messages=plain(
+            {"invalid": "The brief must be text.", "max_length": BRIEF_TOO_LONG}
+            | dict.fromkeys(("required", "blank", "null", "min_length"), BRIEF_TOO_SHORT)
+        ),
+    )
     aspectRatio = serializers.ChoiceField(
-        choices=AspectRatio.choices, source="aspect_ratio", default=AspectRatio.WIDE
+        choices=AspectRatio.choices,
+        source="aspect_ratio",
+        default=AspectRatio.WIDE,
+        error_messages=plain(
+            dict.fromkeys(("required", "null", "invalid_choice"), f"Aspect ratio must be {RATIOS}.")
+        ),
     )
     sceneCount = serializers.IntegerField(
-        min_value=1, max_value=MAX_SCENES, source="scene_count", default=4
+        min_value=1,
+        max_value=MAX_SCENES,
+        source="scene_count",
+        default=4,
+        error_messages=whole_number("Scenes", 1, MAX_SCENES),
     )
     secondsPerScene = serializers.IntegerField(
-        min_value=2, max_value=10, source="seconds_per_scene", default=4
+        min_value=2,
+        max_value=10,
+        source="seconds_per_scene",
+        default=4,
+        error_messages=whole_number("Seconds per scene", 2, 10),
     )
-    style = serializers.CharField(max_length=100, allow_blank=True, default="")
+    style = serializers.CharField(
+        max_length=100,
+        allow_blank=True,
+        default="",
+        error_messages=text("Style", 100, required=False),
+    )
 
 
 class SceneSerializer(StrictSerializer):
-    index = serializers.IntegerField(min_value=0)
-    narration = serializers.CharField(max_length=1000)
-    visual = serializers.CharField(max_length=1000)
-    seconds = serializers.FloatField(min_value=1, max_value=20)
+    index = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_SCENES - 1,
+        error_messages=whole_number("The scene's index", 0, MAX_SCENES - 1),
+    )
+    narration = serializers.CharField(max_length=1000, error_messages=text("Narration", 1000))
+    visual = serializers.CharField(max_length=1000, error_messages=text("Visual", 1000))
+    seconds = serializers.FloatField(
+        min_value=1, max_value=20, error_messages=number("Seconds", 1, 20)
+    )
+
+
+# Shared by the list of scenes and each scene (DRF gives `many=True` fields' messages to both).
+SCENES = plain(
+    {
+        "required": "The script needs at least one scene.",
+        "empty": "The script needs at least one scene.",
+        **dict.fromkeys(
+            ("not_a_list", "null"),
+            "The scenes must be a list, each scene with an index, narration, visual and seconds.",
+        ),
+        "max_length": f"A script has at most {MAX_SCENES} scenes.",
+        "invalid": "Each scene must have an index, narration, visual and seconds.",
+    }
+)
+SCENE_ORDER = "Scene indexes must run 0, 1, 2, … in order."
+PLAIN_MESSAGES.add(SCENE_ORDER)
 
 
 class ScriptSerializer(StrictSerializer):
-    title = serializers.CharField(max_length=200)
-    scenes = SceneSerializer(many=True, allow_empty=False, max_length=MAX_SCENES)
+    title = serializers.CharField(max_length=200, error_messages=text("Video title", 200))
+    scenes = SceneSerializer(
+        many=True, allow_empty=False, max_length=MAX_SCENES, error_messages=SCENES
+    )
 
     def validate_scenes(self, scenes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if [scene["index"] for scene in scenes] != list(range(len(scenes))):
-            raise serializers.ValidationError("Scene indexes must run 0, 1, 2, … in order.")
+            raise serializers.ValidationError(SCENE_ORDER)
         return scenes
 
 
 class ScriptEditSerializer(StrictSerializer):
-    scriptData = ScriptSerializer()
+    scriptData = ScriptSerializer(
+        error_messages=plain(
+            dict.fromkeys(
+                ("required", "null", "invalid"),
+                "The script must have a title and a list of scenes.",
+            )
+        )
+    )
 
 
 class LogQuerySerializer(StrictSerializer):
@@ -119,7 +226,10 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
     fields = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Messages by field, named as the API names them; inside `scriptData` by "
+        "path: `scriptData.title`, `scriptData.scenes`, `scriptData.scenes[2].seconds`.",
     )
     status = serializers.ChoiceField(choices=Status.choices, required=False)
 
@@ -138,6 +248,7 @@ class StatusSerializer(serializers.Serializer):
     """The status object (API.md); bodies come from `VideoProject.to_status_dict`."""
 
     id = serializers.UUIDField()
+    title = serializers.CharField(help_text="The project's title, as its brief says.")
     status = serializers.ChoiceField(choices=Status.choices)
     progress = serializers.IntegerField(min_value=0, max_value=100)
     progressMessage = serializers.CharField()
@@ -170,12 +281,15 @@ class StatusSerializer(serializers.Serializer):
         allow_null=True,
         help_text="While the job waits for a worker, its place in line (1 = next); else null.",
     )
+    resumeDismissed = serializers.BooleanField(
+        help_text="The owner said “Not now” to resuming the project as it is now "
+        "(`POST projects/{id}/dismiss`); false again once it changes."
+    )
 
 
 class ProjectSerializer(StatusSerializer):
     """A project: its brief and its status object; bodies come from `VideoProject.to_dict`."""
 
-    title = serializers.CharField()
     brief = serializers.CharField()
     aspectRatio = serializers.ChoiceField(choices=AspectRatio.choices)
     sceneCount = serializers.IntegerField()

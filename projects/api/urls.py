@@ -16,6 +16,12 @@ urlpatterns = [
     path("projects/<pid:project_id>/script", views.ScriptView.as_view(), name="project-script"),
     path("projects/<pid:project_id>/render", views.RenderView.as_view(), name="project-render"),
     path("projects/<pid:project_id>/cancel", views.CancelView.as_view(), name="project-cancel"),
+    path(
+        "projects/<pid:project_id>/duplicate",
+        views.DuplicateView.as_view(),
+        name="project-duplicate",
+    ),
+    path("projects/<pid:project_id>/dismiss", views.DismissView.as_view(), name="project-dismiss"),
     path("projects/<pid:project_id>/status", streams.status, name="project-status"),
     path("projects/<pid:project_id>/events", streams.events, name="project-events"),
     path(

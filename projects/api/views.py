@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Func, IntegerField
 from django.http import FileResponse, HttpResponseBase
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
@@ -98,7 +99,9 @@ class ProjectsView(APIView):
             project = lifecycle.create_project(request.user, brief.validated_data)
             return Response(project.to_dict(), status=http.HTTP_201_CREATED)
         if len(key) > 200:
-            raise ValidationError({"Idempotency-Key": ["Use a key of at most 200 characters."]})
+            raise ValidationError(
+                {"Idempotency-Key": ["The Idempotency-Key must be at most 200 characters."]}
+            )
         project = lifecycle.create_project_once(request.user, brief.validated_data, key)
         return Response(project.to_dict(), status=http.HTTP_201_CREATED)
 
@@ -121,6 +124,32 @@ class ProjectView(APIView):
         if brief.validated_data:
             project = lifecycle.edit_brief(project, brief.validated_data)
         return Response(project.to_dict())
+
+    @extend_schema(
+        operation_id="delete_project",
+        summary="Delete the project with its events, previews and videos (not while a job runs)",
+        responses={204: None, **ERRORS, **CONFLICT},
+    )
+    def delete(self, request: Request, project_id: Any) -> Response:
+        lifecycle.delete_project(get_owned_project(request, project_id))
+        return Response(status=http.HTTP_204_NO_CONTENT)
+
+
+class DuplicateView(APIView):
+    throttle_classes = [CreateThrottle]  # a copy is a new project
+
+    @extend_schema(
+        operation_id="duplicate_project",
+        summary="Copy the brief and the saved script into a new DRAFT (in any status)",
+        request=None,
+        responses={201: ProjectSerializer, **ERRORS, **THROTTLED},
+    )
+    def post(self, request: Request, project_id: Any) -> Response:
+        copy = lifecycle.duplicate_project(get_owned_project(request, project_id))
+        location = request.build_absolute_uri(reverse("project", args=[copy.pk]))
+        return Response(
+            copy.to_dict(), status=http.HTTP_201_CREATED, headers={"Location": location}
+        )
 
 
 class ScriptView(APIView):
@@ -311,12 +340,38 @@ class ActiveView(APIView):
 class UnfinishedView(APIView):
     @extend_schema(
         operation_id="list_unfinished",
-        summary="Your projects in progress, in DRAFT, or finished but not yet notified",
+        summary=(
+            "Your projects in progress, in DRAFT, or finished but not yet notified; "
+            "not those dismissed (“Not now”) since they last changed"
+        ),
         responses={200: StatusSerializer(many=True), 401: ERRORS[401]},
     )
     def get(self, request: Request) -> Response:
-        projects = VideoProject.objects.owned_by(request.user).unfinished().order_by("-created_at")
+        projects = (
+            VideoProject.objects.owned_by(request.user)
+            .unfinished()
+            .not_dismissed()
+            .order_by("-created_at")
+        )
         return Response([project.to_status_dict() for project in projects[:100]])
+
+
+class DismissView(APIView):
+    @extend_schema(
+        operation_id="dismiss_resume",
+        summary="“Not now”: leave the project out of `unfinished` until it changes again",
+        description=(
+            "Records, on the server, that the owner declined to resume the project as it is "
+            "now (`resumeDismissed` becomes true); every tab and device then leaves it out of "
+            "`GET unfinished`. Any later change to the project (a job's progress, an edit, "
+            "a start) brings it back. Idempotent; any status."
+        ),
+        request=None,
+        responses={200: StatusSerializer, **ERRORS},
+    )
+    def post(self, request: Request, project_id: Any) -> Response:
+        project = lifecycle.dismiss_resume(get_owned_project(request, project_id))
+        return Response(project.to_status_dict())
 
 
 class NotifiedView(APIView):

@@ -1,8 +1,13 @@
 """Drawing a scene's frames: a palette chosen from the style, and `draw_frame`, a
 pure function of (spec, scene, frame index, size), so a preview looks like the
 video it stands for. Frames are cheap by design: everything that does not move
-(the gradient, the text, the caption) is drawn once per scene and cached, and
+(the gradient, the captions, the label) is drawn once per scene and cached, and
 a frame is a crop of a larger background plus a few pastes.
+
+The narration runs as captions: a few words at a time (`caption_chunks`), each
+on screen for its share of the scene by word count, wrapped to the frame and
+sized to it, on a translucent box so they read over any colour and at phone
+width. The spoken narration (`speech`) starts each chunk as its caption shows.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,8 +25,14 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from projects.engines.base import ProjectSpec, Scene
 
-# The clip's frame rate; the text's fade-out is timed to end one of its frames early.
+# The clip's frame rate.
 RENDER_FPS = 24
+# A caption stays up at least this long (unless the scene is shorter), and holds
+# about this many words: a few words at a glance, read at normal speed.
+MIN_CAPTION_SECONDS = 1.0
+CAPTION_WORDS = 6
+CAPTION_MAX_LINES = 3
+_PAUSE_MARKS = (*",.;:!?…—", "\u2013")
 
 RGB = tuple[int, int, int]
 
@@ -114,15 +126,75 @@ Layer = tuple[Image.Image, Image.Image, tuple[int, int]]  # image, its alpha mas
 
 
 @dataclass(frozen=True)
+class Caption:
+    """A few words of narration and when they are on screen, in seconds from the scene's start."""
+
+    text: str
+    start: float
+    end: float
+
+
+def caption_chunks(narration: str, seconds: float) -> list[Caption]:
+    """The narration in chunks of a few words, each shown for its share of `seconds` by word count.
+
+    Chunks end at a pause (a comma, a full stop) when one comes near, never
+    leave one or two words alone at the end, and are never so many that one
+    would be up for less than `MIN_CAPTION_SECONDS`: a long narration in a
+    short scene gets longer chunks instead.
+    """
+    words = narration.split()
+    if not words or seconds <= 0:
+        return []
+    most = max(1, int(seconds / MIN_CAPTION_SECONDS))
+    size = max(CAPTION_WORDS, math.ceil(len(words) / most))
+    captions = []
+    before = 0
+    for group in _word_groups(words, size, most):
+        start = seconds * before / len(words)
+        before += len(group)
+        captions.append(Caption(" ".join(group), start, seconds * before / len(words)))
+    return captions
+
+
+def _word_groups(words: list[str], size: int, most: int) -> list[list[str]]:
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for position, word in enumerate(words):
+        current.append(word)
+        left = len(words) - position - 1
+        if left == 0:
+            break
+        if left < 3 and len(current) + left <= size + 2:
+            continue  # no orphan at the end
+        at_pause = word.endswith(_PAUSE_MARKS) and len(current) >= max(2, size // 2)
+        # An early break must leave room for the rest within `most` chunks.
+        room = len(groups) + 1 + math.ceil(left / size) <= most
+        if len(current) >= size or (at_pause and room):
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def caption_at(captions: Sequence[Caption], t: float) -> int | None:
+    """The index of the caption on screen at `t`, or None before the first and after the last."""
+    for index, caption in enumerate(captions):
+        last = index == len(captions) - 1
+        if caption.start <= t < caption.end or (last and t == caption.end):
+            return index
+    return None
+
+
+@dataclass(frozen=True)
 class _Look:
-    """What a scene's frames share, drawn once: the frames only move and fade these."""
+    """What a scene's frames share, drawn once: the frames only move and paste these."""
 
     background: Image.Image
     pan: tuple[float, float, float, float]  # window start and end, as shares of the spare room
-    panel: Layer | None
-    lines: tuple[Layer, ...]
-    rise: int
-    caption: Layer
+    captions: tuple[Caption, ...]
+    caption_layers: tuple[Layer, ...]
+    label: Layer
     accent: RGB
     bar_height: int
     scene_total: int
@@ -137,12 +209,10 @@ def draw_frame(
     t = frame_index / fps
     share = min(t / seconds, 1.0)
     frame = _pan(look.background, size, look.pan, share)
-    panel_alpha, line_alphas = _text_alphas(t, seconds, len(look.lines))
-    if look.panel is not None:
-        _paste(frame, look.panel, panel_alpha)
-    for (image, mask, (x, y)), alpha in zip(look.lines, line_alphas, strict=True):
-        _paste(frame, (image, mask, (x, y + round((1 - alpha) * look.rise))), alpha)
-    _paste(frame, look.caption, 1.0)
+    shown = caption_at(look.captions, t)
+    if shown is not None:
+        _paste(frame, look.caption_layers[shown])
+    _paste(frame, look.label)
     done = min((scene.index + share) / look.scene_total, 1.0)
     # Early in a long video the bar is narrower than a pixel: nothing to draw yet.
     bar_right = round(size[0] * done) - 1
@@ -150,21 +220,6 @@ def draw_frame(
         bar_top = size[1] - look.bar_height
         ImageDraw.Draw(frame).rectangle((0, bar_top, bar_right, size[1] - 1), fill=look.accent)
     return frame
-
-
-def _text_alphas(t: float, seconds: float, lines: int) -> tuple[float, list[float]]:
-    """The panel fades in, then the lines one after another; all fade out at the very end."""
-    fade = min(0.4, seconds * 0.15)
-    start = min(0.2, seconds * 0.05)
-    stagger = min(0.3, seconds * 0.35 / max(lines, 1))
-    fade_out = _ramp(seconds - t - 1 / RENDER_FPS, min(0.3, seconds * 0.08))
-    panel = _ramp(t - start, fade) * fade_out
-    texts = [_ramp(t - start - fade / 2 - k * stagger, fade) * fade_out for k in range(lines)]
-    return panel, texts
-
-
-def _ramp(elapsed: float, length: float) -> float:
-    return min(max(elapsed / length, 0.0), 1.0)
 
 
 def _pan(
@@ -183,18 +238,9 @@ def _pan(
     return background.crop((left, top, left + width, top + height))
 
 
-def _paste(frame: Image.Image, layer: Layer, alpha: float) -> None:
+def _paste(frame: Image.Image, layer: Layer) -> None:
     image, mask, position = layer
-    if alpha <= 0:
-        return
-    if alpha < 1:
-        mask = mask.point(_fade_table(round(alpha * 64)))
     frame.paste(image, position, mask)
-
-
-@lru_cache(maxsize=65)
-def _fade_table(level: int) -> list[int]:
-    return [value * level // 64 for value in range(256)]
 
 
 @lru_cache(maxsize=64)
@@ -208,20 +254,18 @@ def _look(spec: ProjectSpec, scene: Scene, size: tuple[int, int]) -> _Look:
     unit = min(width, height)
     palette = palette_for(spec.style)
     seed = _stable_int(f"{spec.style.strip().lower()}|{scene.index}")
-    lines, font_pixels = _layout(scene.narration, size)
     scene_total = max(spec.scene_count, scene.index + 1)
-    caption = f"Scene {scene.index + 1}/{scene_total}"
+    label = f"Scene {scene.index + 1}/{scene_total}"
+    label_pixels = max(9, round(unit * 0.03))
     if spec.title.strip():
-        caption = _fit(
-            f"{caption} · {spec.title.strip()}", _font(max(9, round(unit * 0.03))), width * 0.8
-        )
+        label = _fit(f"{label} · {spec.title.strip()}", _font(label_pixels), width * 0.8)
+    captions = tuple(caption_chunks(scene.narration, scene.seconds))
     return _Look(
         background=_background(palette, scene.index, seed, size),
         pan=_PANS[scene.index % len(_PANS)],
-        panel=_panel(lines, font_pixels, size),
-        lines=tuple(_line_layers(lines, font_pixels, size)),
-        rise=round(font_pixels * 0.4),
-        caption=_text_layer(caption, max(9, round(unit * 0.03)), (round(unit * 0.045),) * 2),
+        captions=captions,
+        caption_layers=tuple(_caption_layer(caption.text, size) for caption in captions),
+        label=_text_layer(label, label_pixels, (round(unit * 0.045),) * 2),
         accent=_shift_hue(palette.accent, _hue_shift(scene.index)),
         bar_height=max(2, round(unit * 0.007)),
         scene_total=scene_total,
@@ -263,21 +307,25 @@ def _background(palette: Palette, index: int, seed: int, size: tuple[int, int]) 
     return canvas.convert("RGB").resize(big, Image.BICUBIC)
 
 
-def _layout(text: str, size: tuple[int, int]) -> tuple[list[str], int]:
-    """Wrap the narration, shrinking the font until it fits the middle of the frame."""
-    width, height = size
-    unit = min(width, height)
-    largest, smallest = max(10, round(unit * 0.062)), max(8, round(unit * 0.036))
+def _caption_layout(text: str, size: tuple[int, int]) -> tuple[list[str], int]:
+    """Wrap a caption to the frame, shrinking the font until it takes at most three lines.
+
+    Sizes follow the frame's short side, so a portrait video seen at phone
+    width has captions as large, on screen, as a landscape one on a laptop.
+    """
+    width, _ = size
+    unit = min(size)
+    largest, smallest = max(10, round(unit * 0.058)), max(8, round(unit * 0.042))
     pixels = largest
     while True:
         font = _font(pixels)
-        lines = _wrap(text, font, width * 0.8)
-        room = max(1, int(height * 0.55 // _line_height(pixels)))
-        if len(lines) <= room or pixels <= smallest:
+        lines = _wrap(text, font, width * 0.84)
+        if len(lines) <= CAPTION_MAX_LINES or pixels <= smallest:
             break
         pixels = max(smallest, round(pixels * 0.9))
-    if len(lines) > room:
-        lines = [*lines[: room - 1], _fit(" ".join(lines[room - 1 :]), font, width * 0.8)]
+    if len(lines) > CAPTION_MAX_LINES:
+        last = " ".join(lines[CAPTION_MAX_LINES - 1 :])
+        lines = [*lines[: CAPTION_MAX_LINES - 1], _fit(last, font, width * 0.84)]
     return lines, pixels
 
 
@@ -321,17 +369,6 @@ def _line_height(pixels: int) -> int:
     return round(pixels * 1.32)
 
 
-def _line_layers(lines: list[str], pixels: int, size: tuple[int, int]) -> list[Layer]:
-    width, height = size
-    line_height = _line_height(pixels)
-    top = (height - line_height * len(lines)) // 2
-    layers = []
-    for k, line in enumerate(lines):
-        image, mask, _ = _text_layer(line, pixels, (0, 0))
-        layers.append((image, mask, ((width - image.width) // 2, top + k * line_height)))
-    return layers
-
-
 def _text_layer(text: str, pixels: int, position: tuple[int, int]) -> Layer:
     """White text with a soft dark shadow, on a transparent layer."""
     font = _font(pixels)
@@ -348,18 +385,25 @@ def _text_layer(text: str, pixels: int, position: tuple[int, int]) -> Layer:
     return layer.convert("RGB"), layer.getchannel("A"), position
 
 
-def _panel(lines: list[str], pixels: int, size: tuple[int, int]) -> Layer | None:
-    """A translucent dark card behind the text, so it reads over any colour."""
-    if not lines:
-        return None
+def _caption_layer(text: str, size: tuple[int, int]) -> Layer:
+    """The caption's lines, centred, white on a translucent dark box low in the frame."""
     width, height = size
+    lines, pixels = _caption_layout(text, size)
     font = _font(pixels)
-    pad = round(pixels * 0.7)
-    panel_width = min(width, round(max(font.getlength(line) for line in lines)) + 2 * pad)
-    panel_height = _line_height(pixels) * len(lines) + 2 * pad
-    mask = Image.new("L", (panel_width, panel_height), 0)
-    ImageDraw.Draw(mask).rounded_rectangle(
-        (0, 0, panel_width - 1, panel_height - 1), radius=round(pixels * 0.5), fill=120
+    line_height = _line_height(pixels)
+    pad_x, pad_y = round(pixels * 0.6), round(pixels * 0.35)
+    box_width = min(width, round(max(font.getlength(line) for line in lines)) + 2 * pad_x)
+    box_height = line_height * len(lines) + 2 * pad_y
+    layer = Image.new("RGBA", (box_width, box_height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    draw.rounded_rectangle(
+        (0, 0, box_width - 1, box_height - 1), radius=round(pixels * 0.35), fill=(6, 6, 14, 165)
     )
-    image = Image.new("RGB", (panel_width, panel_height), (8, 8, 18))
-    return image, mask, ((width - panel_width) // 2, (height - panel_height) // 2)
+    for k, line in enumerate(lines):
+        middle = (box_width / 2, pad_y + line_height * (k + 0.5))
+        draw.text(middle, line, font=font, fill=(255, 255, 255, 255), anchor="mm")
+    # Above the bar and clear of a phone player's controls: lower in a wide
+    # frame, about three quarters down a tall one.
+    bottom = height - max(round(min(size) * 0.08), round(height * 0.14))
+    position = ((width - box_width) // 2, max(0, bottom - box_height))
+    return layer.convert("RGB"), layer.getchannel("A"), position

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -53,6 +53,7 @@ class Clip:
     height: int
     seconds: float | None
     decodes: bool
+    has_audio: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -60,6 +61,7 @@ class Clip:
 
 
 _VIDEO_STREAM = re.compile(r"Video: (\w+)[^,]*, (\w+)[^,]*(?:\([^)]*\))?, (\d+)x(\d+)")
+_AUDIO_STREAM = re.compile(r"Stream #\d+:\d+\S*: Audio: ")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 
 
@@ -92,6 +94,7 @@ def probe_clip(path: Path, *, decode_first_frame: bool = False) -> Clip | None:
         height=int(height),
         seconds=seconds,
         decodes=decode_first_frame and result.returncode == 0,
+        has_audio=_AUDIO_STREAM.search(result.stderr) is not None,
     )
 
 
@@ -170,6 +173,39 @@ def pipe_frames(args: list[str], frames: Iterable[bytes], *, label: str) -> None
             raise
         finally:
             _close_quietly(proc.stdin)
+        if proc.returncode != 0:
+            tail = _tail(stderr_file)
+            raise EngineError(f"{label}: ffmpeg exited with status {proc.returncode}: {tail}")
+
+
+def read_sound(path: Path, sample_rate: int) -> Generator[bytes, None, None]:
+    """The file's first audio stream as 16-bit mono PCM at `sample_rate`, a block at a time.
+
+    Closing the generator early kills ffmpeg; a file whose sound cannot be
+    decoded raises EngineError.
+    """
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path)]
+    command += ["-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
+    label = f"Reading the sound of {path.name}"
+    with tempfile.TemporaryFile() as stderr_file:
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise EngineError(f"{label}: could not start ffmpeg ({error.strerror})") from error
+        assert proc.stdout is not None
+        try:
+            while block := proc.stdout.read(65536):
+                yield block
+            proc.wait()
+        finally:
+            _kill(proc)  # only if it still runs: the caller stopped reading
+            _close_quietly(proc.stdout)
         if proc.returncode != 0:
             tail = _tail(stderr_file)
             raise EngineError(f"{label}: ffmpeg exited with status {proc.returncode}: {tail}")

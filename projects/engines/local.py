@@ -1,21 +1,37 @@
 """The local engine: plans scenes from the brief, then draws and encodes them on this machine.
 
-The script's words come from `writing` and every frame from `drawing`; this
-module checks the inputs, encodes frames with ffmpeg and joins the clips, each
+The script's words come from `writing`, every frame (captions included) from
+`drawing`, the spoken narration from `speech`; this module checks the inputs,
+encodes frames with ffmpeg and joins the clips and their narration, each
 output written whole or not at all.
+
+Each engine instance writes with a seed of its own, and the pipeline makes an
+engine per job: so "Rewrite the script" writes a different script, while a
+retry inside the same job writes the same one again.
+
+A scene's narration is spoken while its clip is rendered (part of that scene's
+step on the bar) and stored in the clip as uncompressed PCM: the clip stays the
+one checkpoint a retried render skips, and PCM, unlike AAC, starts and ends
+exactly with the picture. Joining the clips lays their sound end to end, each
+fitted to its clip's length, and encodes it once as AAC: the track is exactly
+as long as the video. Without a synthesizer the video is silent and the
+render's log says why, once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import secrets
 import tempfile
 import time
+import wave
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from projects.engines import speech
 from projects.engines.base import (
     ASPECT_SIZES,
     EngineError,
@@ -24,8 +40,8 @@ from projects.engines.base import (
     Scene,
     StageProgress,
 )
-from projects.engines.drawing import RENDER_FPS, draw_frame
-from projects.engines.ffmpeg import pipe_frames, probe_clip, run_ffmpeg
+from projects.engines.drawing import RENDER_FPS, caption_chunks, draw_frame
+from projects.engines.ffmpeg import Clip, pipe_frames, probe_clip, read_sound, run_ffmpeg
 from projects.engines.writing import outline_scenes, tidy_scene
 
 # The preview moves exactly as the render will, at a third of its size.
@@ -34,18 +50,31 @@ PREVIEW_LONG_SIDE = 640
 MAX_SCENE_SECONDS = 600.0
 # Drawing the preview's frames is most of write_scene; encoding the WebP is the rest.
 PREVIEW_DRAW_SHARE = 0.9
+# Speaking a scene took about 1% of rendering it (7 ms for 3 s of speech
+# against ~1 s to draw and encode 48 frames at 1280x720); 5% leaves room for
+# a slower machine and a second, faster reading to fit the scene.
+SPEECH_SHARE = 0.05
+AUDIO_BITRATE = "96k"
+AUDIO_SAMPLE_RATE = 44100
 
 
 class LocalEngine:
     name = "local"
 
+    def __init__(self, seed: int | None = None) -> None:
+        # The pipeline makes an engine for each job: a new seed per script job.
+        self.seed = secrets.randbits(32) if seed is None else seed
+
     def outline(self, spec: ProjectSpec, progress: StageProgress) -> list[Scene]:
         check_spec(spec)
-        scenes = outline_scenes(spec)
+        scenes = outline_scenes(spec, self.seed)
         count = spec.scene_count
         for index in range(count):
             progress.update((index + 1) / count, f"Planned scene {index + 1} of {count}")
-        progress.log(f"Outlined {count} scenes from a {len(spec.brief)}-character brief")
+        progress.log(
+            f"Outlined {count} scenes from a {len(spec.brief)}-character brief "
+            f"(wording seed {self.seed})"
+        )
         return scenes
 
     def write_scene(
@@ -100,19 +129,33 @@ class LocalEngine:
         label = f"Scene {scene.index + 1}"
         progress.log(f"{label}: rendering {count} frames at {width}x{height}")
         started = time.monotonic()
+        encoding = _Share(progress, SPEECH_SHARE, 1.0)
 
         def feed(stdin: BinaryIO) -> None:
             for frame_index in range(count):
                 stdin.write(draw_frame(spec, scene, frame_index, (width, height)).tobytes())
 
-        with _atomic_output(clip_path) as partial:
+        with tempfile.TemporaryDirectory(prefix="narration-") as workdir:
+            narration = _narrate(scene, count / RENDER_FPS, Path(workdir), progress, label)
             args = [
                 *("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}"),
-                *("-r", str(RENDER_FPS), "-i", "pipe:0", "-an"),
+                *("-r", str(RENDER_FPS), "-i", "pipe:0"),
+                *(
+                    ("-i", str(narration), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "pcm_s16le")
+                    if narration
+                    else ("-an",)
+                ),
                 *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
-                *("-movflags", "+faststart", "-f", "mp4", "-y", str(partial)),
+                *("-movflags", "+faststart", "-f", "mp4", "-y"),
             ]
-            run_ffmpeg(args, duration=count / RENDER_FPS, progress=progress, feed=feed, label=label)
+            with _atomic_output(clip_path) as partial:
+                run_ffmpeg(
+                    [*args, str(partial)],
+                    duration=count / RENDER_FPS,
+                    progress=encoding,
+                    feed=feed,
+                    label=label,
+                )
         kilobytes = clip_path.stat().st_size / 1024
         elapsed = time.monotonic() - started
         progress.log(f"{label} rendered: {kilobytes:.0f} KB in {elapsed:.1f} s")
@@ -125,18 +168,34 @@ class LocalEngine:
         missing = [path.name for path in clip_paths if not path.is_file()]
         if missing:
             raise EngineError(f"Scene clips are missing: {', '.join(missing)}")
-        duration = sum(_seconds_of(path) or spec.seconds_per_scene for path in clip_paths)
+        clips = [probe_clip(path) for path in clip_paths]
+        durations = [_seconds(clip, spec.seconds_per_scene) for clip in clips]
+        duration = sum(durations)
+        sounds = [bool(clip and clip.has_audio) for clip in clips]
         with tempfile.TemporaryDirectory(prefix="compose-") as workdir:
             list_file = Path(workdir) / "list.txt"
             list_file.write_text("".join(f"file {_concat_quote(p)}\n" for p in clip_paths))
-            with _atomic_output(video_path) as partial:
-                args = [
-                    *("-f", "concat", "-safe", "0", "-i", str(list_file), "-c", "copy"),
-                    *("-movflags", "+faststart", "-f", "mp4", "-y", str(partial)),
+            args = ["-f", "concat", "-safe", "0", "-i", str(list_file)]
+            if any(sounds):
+                track = Path(workdir) / "sound.wav"
+                join_sound(clip_paths, sounds, durations, track, progress)
+                args += [
+                    *("-i", str(track), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy"),
+                    *("-c:a", "aac", "-b:a", AUDIO_BITRATE),
                 ]
+            else:
+                args += ["-c", "copy"]
+            with _atomic_output(video_path) as partial:
+                args += ["-movflags", "+faststart", "-f", "mp4", "-y", str(partial)]
                 run_ffmpeg(args, duration=duration, progress=progress, label="Joining scenes")
         kilobytes = video_path.stat().st_size / 1024
-        progress.log(f"Joined {len(clip_paths)} scenes: {duration:.1f} s, {kilobytes:.0f} KB")
+        sound = "with sound" if any(sounds) else "silent"
+        progress.log(
+            f"Joined {len(clip_paths)} scenes: {duration:.1f} s, {kilobytes:.0f} KB, {sound}"
+        )
+        if not any(sounds):
+            reason = speech.unavailable_reason() or "the scenes were rendered without sound"
+            progress.log(f"No spoken narration: {reason}; the video is silent.")
 
 
 # --- Checks and small helpers -------------------------------------------------
@@ -173,9 +232,95 @@ def preview_size(size: tuple[int, int]) -> tuple[int, int]:
     return 2 * round(width * scale / 2), 2 * round(height * scale / 2)
 
 
-def _seconds_of(path: Path) -> float | None:
-    clip = probe_clip(path)
-    return clip.seconds if clip else None
+def _seconds(clip: Clip | None, fallback: float) -> float:
+    return clip.seconds if clip and clip.seconds else float(fallback)
+
+
+# --- Narration ----------------------------------------------------------------
+
+
+def _narrate(
+    scene: Scene, seconds: float, workdir: Path, progress: StageProgress, label: str
+) -> Path | None:
+    """Speak the scene's captions, each as it shows, into a WAV exactly `seconds` long.
+
+    Reports through the first `SPEECH_SHARE` of the scene's step. Without a
+    synthesizer it returns None: the join says once why the video is silent.
+    """
+    lines = [
+        speech.Line(caption.text, caption.start)
+        for caption in caption_chunks(scene.narration, scene.seconds)
+    ]
+    share = _Share(progress, 0.0, SPEECH_SHARE)
+    try:
+        narration = speech.narrate(lines, seconds, check=progress.check, on_progress=share.update)
+    except speech.SpeechUnavailable as error:
+        if speech.unavailable_reason() is None:  # the synthesizer works, this scene did not
+            progress.log(f"{label}: no spoken narration: {error}")
+        return None
+    path = workdir / "narration.wav"
+    narration.write_wav(path)
+    said = f"{label}: narration spoken in {narration.spoken_seconds:.1f} s of {seconds:.1f} s"
+    if narration.words_per_minute != speech.CALM_RATE:
+        said += f", faster than usual ({narration.words_per_minute} words a minute) to fit"
+    progress.log(said)
+    if narration.cut_seconds > 0:
+        progress.log(
+            f"{label}: the narration is {narration.cut_seconds:.1f} s longer than the scene "
+            "even spoken fast; its end is cut. Shorten the narration or lengthen the scene."
+        )
+    return path
+
+
+def join_sound(
+    clip_paths: list[Path],
+    sounds: list[bool],
+    durations: list[float],
+    track: Path,
+    progress: StageProgress,
+) -> None:
+    """One WAV of the clips' sound end to end, each fitted to its clip's length.
+
+    A clip without sound is silent for its length, so every later scene stays
+    in step with its picture. Read a block at a time: memory stays flat.
+    """
+    width = speech.SAMPLE_WIDTH
+    with wave.open(str(track), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(width)
+        out.setframerate(AUDIO_SAMPLE_RATE)
+        for path, sound, seconds in zip(clip_paths, sounds, durations, strict=True):
+            progress.check()
+            wanted = round(seconds * AUDIO_SAMPLE_RATE)
+            written = 0
+            if sound:
+                with contextlib.closing(read_sound(path, AUDIO_SAMPLE_RATE)) as blocks:
+                    for block in blocks:
+                        block = block[: (wanted - written) * width]
+                        out.writeframes(block)
+                        written += len(block) // width
+                        if written >= wanted:
+                            break
+            out.writeframes(bytes((wanted - written) * width))
+
+
+class _Share:
+    """A part of a stage's progress: fractions 0..1 reported as `start`..`end` of the stage."""
+
+    def __init__(self, progress: StageProgress, start: float, end: float) -> None:
+        self._progress = progress
+        self._start = start
+        self._end = end
+
+    def update(self, fraction: float, message: str | None = None) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        self._progress.update(self._start + (self._end - self._start) * fraction, message)
+
+    def log(self, line: str) -> None:
+        self._progress.log(line)
+
+    def check(self) -> None:
+        self._progress.check()
 
 
 def _concat_quote(path: Path) -> str:
@@ -183,7 +328,7 @@ def _concat_quote(path: Path) -> str:
     return "'" + str(path.resolve()).replace("'", "'\\''") + "'"
 
 
-@contextmanager
+@contextlib.contextmanager
 def _atomic_output(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, moved into place only if the block succeeds.
 
