@@ -357,8 +357,9 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 # How often the creator page asks for the status of a running job.
 CREATOR_POLL_MS = env_int("CREATOR_POLL_MS", 3000, minimum=100)
 # Whether the creator page follows a job over Server-Sent Events (falling back
-# to polling when the stream fails) instead of polling; a person can switch it.
-CREATOR_USE_SSE = env_bool("CREATOR_USE_SSE", False)
+# to polling when the stream fails) instead of polling, unless the person
+# switched; on by default (live is what people expect).
+CREATOR_USE_SSE = env_bool("CREATOR_USE_SSE", True)
 
 # --- Live events (see projects/bus.py) -----------------------------------
 

@@ -52,8 +52,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(autouse=True)
 def fast_polling(settings: Any) -> None:
-    """The page polls every 3 s for people; the tests do not need to wait that long."""
+    """The page polls every 3 s for people; the tests do not need to wait that long.
+
+    Pages on `live_server` poll: that WSGI server holds a stream back until it
+    ends, so live updates (the default) could never work there. Pages on
+    `asgi_server` keep the product's default (that process reads the environment).
+    """
     settings.CREATOR_POLL_MS = 300
+    settings.CREATOR_USE_SSE = False
 
 
 @contextmanager

@@ -195,7 +195,7 @@ def test_a_stream_held_back_falls_back_to_polling(
     assert_the_end_is_shown_once(page, project)
 
 
-def test_polling_is_the_default_and_the_switch_changes_transport_mid_job(
+def test_live_updates_are_the_default_and_the_switch_changes_transport_mid_job(
     asgi_signed_in: Page, alice: Any
 ) -> None:
     page = asgi_signed_in
@@ -206,31 +206,32 @@ def test_polling_is_the_default_and_the_switch_changes_transport_mid_job(
     lifecycle.claim(project.pk, Step.SCRIPT, WORKER)
     requests = Requests(page)
     page.reload()
-    page.get_by_role("dialog").get_by_role("button", name="Continue").click()
-
-    expect(switch).not_to_be_checked()
-    expect(lines).to_have_text(["Picked up by a worker"])
-    wait_for_status_poll(page)
-    assert requests.count("/events") == 0
-
     with page.expect_request("**/events*"):
-        switch.check()
+        page.get_by_role("dialog").get_by_role("button", name="Continue").click()
+
+    expect(switch).to_be_checked()
+    expect(lines).to_have_text(["Picked up by a worker"])
+
+    with page.expect_request(is_status_poll):
+        switch.uncheck()
     switched = len(requests.paths)
     expect(lines).to_have_text(["Picked up by a worker"])  # drawn again, once
     report(project, 40, "Writing scene 2 of 4")
     expect(lines).to_have_count(2)
     expect(page.locator("#job-percent")).to_have_text("40%")
-    shot(page, "sse-03-switched-to-live-updates")
-    assert requests.count("/status", since=switched) == 0, requests.paths[switched:]
+    shot(page, "sse-03-switched-to-polling")
+    assert requests.count("/events", since=switched) == 0, requests.paths[switched:]
 
-    with page.expect_request(is_status_poll):
-        switch.uncheck()
+    with page.expect_request("**/events*"):
+        switch.check()
+    switched = len(requests.paths)
     report(project, 80, "Writing scene 4 of 4")
     expect(lines).to_have_count(3)
     expect(page.locator("#job-percent")).to_have_text("80%")
     lifecycle.finish_script(project.pk, WORKER, SCRIPT)
     assert_the_end_is_shown_once(page, project)
+    assert requests.count("/status", since=switched) == 0, requests.paths[switched:]
 
-    switch.check()
+    switch.uncheck()
     page.reload()
-    expect(switch).to_be_checked()
+    expect(switch).not_to_be_checked()  # the person's choice, remembered
