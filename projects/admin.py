@@ -3,9 +3,9 @@
 Nothing here writes a project's fields. The change page is view-only (a
 `save()` from the admin form would be a read-modify-write racing the
 worker's progress reports); its buttons (Cancel, Retry, Mark notified,
-Delete) and the list's actions call `lifecycle`, whose compare-and-set
-updates refuse what the current status does not allow. Each button's
-success is written to the admin's history (a LogEntry).
+Duplicate, Delete) and the list's actions call `lifecycle`, whose
+compare-and-set updates refuse what the current status does not allow. Each
+button's success is written to the admin's history (a LogEntry).
 """
 
 from __future__ import annotations
@@ -181,6 +181,11 @@ class VideoProjectAdmin(admin.ModelAdmin):
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
+    def has_duplicate_permission(self, request: HttpRequest) -> bool:
+        """Who may duplicate a project (through the lifecycle): those Django would let add one."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.add_{opts.model_name}")
+
     def has_delete_project_permission(self, request: HttpRequest) -> bool:
         """Who may delete a project (through the lifecycle): those Django would let delete one."""
         opts = self.opts
@@ -261,8 +266,15 @@ class VideoProjectAdmin(admin.ModelAdmin):
 
     def _buttons_for(self, request: HttpRequest, project: VideoProject) -> list[ProjectButton]:
         """The lifecycle's buttons that the project's status allows now."""
-        if not self.has_lifecycle_permission(request):
-            return []
+        buttons = []
+        if self.has_lifecycle_permission(request):
+            buttons += self._lifecycle_buttons(project)
+        if self.has_duplicate_permission(request):
+            # Any status: while a job runs, the copy takes the script saved before it.
+            buttons.append(ProjectButton("Duplicate", self._url("duplicate", project.pk)))
+        return buttons
+
+    def _lifecycle_buttons(self, project: VideoProject) -> list[ProjectButton]:
         buttons = []
         if project.is_running:
             buttons.append(ProjectButton("Cancel job", self._url("cancel", project.pk)))
@@ -282,6 +294,7 @@ class VideoProjectAdmin(admin.ModelAdmin):
             ("cancel/", "cancel", self.cancel_view),
             ("retry/", "retry", self.retry_view),
             ("mark-notified/", "mark_notified", self.mark_notified_view),
+            ("duplicate/", "duplicate", self.duplicate_view),
             ("delete-project/", "delete_project", self.delete_project_view),
         ]
         ours = [
@@ -430,6 +443,36 @@ class VideoProjectAdmin(admin.ModelAdmin):
                 self.log_change(request, changed, history)
                 self.message_user(request, success.format(project=project), messages.SUCCESS)
         return HttpResponseRedirect(self._url("change", project.pk))
+
+    def duplicate_view(self, request: HttpRequest, project_id: Any) -> HttpResponseBase:
+        """Copy the brief and the saved script into a new DRAFT; go to the copy's page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_duplicate_permission(request):
+            raise PermissionDenied
+        project = VideoProject.objects.filter(pk=project_id).first()
+        if project is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, str(project_id))
+        try:
+            # The copy and its history entry are written together, or neither is.
+            with transaction.atomic():
+                copy = lifecycle.duplicate_project(project)
+                self.log_addition(request, copy, f"Duplicated from “{project}” ({project.pk}).")
+        except ProjectNotFound:
+            # Deleted between this request's read and the copy.
+            return self._get_obj_does_not_exist_redirect(request, self.opts, str(project_id))
+        self.message_user(
+            request,
+            format_html(
+                '“{}” was duplicated as <a href="{}">“{}”</a>, a new draft with its brief '
+                "and script.",
+                project,
+                self._url("change", copy.pk),
+                copy,
+            ),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(self._url("change", copy.pk))
 
     def delete_project_view(self, request: HttpRequest, project_id: Any) -> HttpResponseBase:
         """Ask first (GET); then delete the project, its events and its files (POST)."""

@@ -27,6 +27,7 @@ from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
+from projects.api import browsable
 from projects.api.auth import token_key, token_user
 from projects.api.errors import json_error, validation_body
 from projects.api.serializers import MAX_SEQ, StrictSerializer
@@ -142,6 +143,8 @@ def status(request: HttpRequest, project_id: Any) -> HttpResponse:
     Django's ASGI handler. A long-poll is routed to that handler instead, where
     this thread waits on the event loop and holds nothing else.
     """
+    if browsable.wants_page(request):
+        return browsable.status_page(request, project_id)  # a browser's visit, not a poll
     key, pk = _token_and_id(request, project_id)
     query = None  # validated once, after the caller is known (401 and 404 come first)
     if key is None or pk is None:

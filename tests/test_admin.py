@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.db.models import Q
@@ -407,9 +407,9 @@ def test_each_project_offers_the_buttons_its_status_allows(
     busy = running(make_project(title="Busy"))
     broken = failed(make_project(title="Broken"))
 
-    assert buttons_on(admin_browser, draft) == ["Delete…"]
-    assert buttons_on(admin_browser, busy) == ["Cancel job", "Delete…"]
-    assert buttons_on(admin_browser, broken) == ["Retry", "Mark notified", "Delete…"]
+    assert buttons_on(admin_browser, draft) == ["Duplicate", "Delete…"]
+    assert buttons_on(admin_browser, busy) == ["Cancel job", "Duplicate", "Delete…"]
+    assert buttons_on(admin_browser, broken) == ["Retry", "Mark notified", "Duplicate", "Delete…"]
 
 
 def test_the_cancel_button_cancels_the_job_and_is_recorded(
@@ -494,7 +494,53 @@ def test_the_mark_notified_button_marks_once_and_records_once(
     ]
     assert shown_messages(second) == [("info", "“Finished” was already marked notified.")]
     assert history_of(project) == [(CHANGE, "Marked notified.")]
-    assert buttons_on(admin_browser, project) == ["Delete…"]
+    assert buttons_on(admin_browser, project) == ["Duplicate", "Delete…"]
+
+
+def test_duplicate_copies_the_project_into_a_new_draft_and_opens_it(
+    admin_browser: Client, scripted_project: VideoProject, django_user_model: type[User]
+) -> None:
+    project = running(scripted_project, Step.RENDER)
+
+    response = admin_browser.post(admin_url("duplicate", project), follow=True)
+
+    copy = VideoProject.objects.exclude(pk=project.pk).get()
+    assert response.redirect_chain == [(change_url(copy), 302)]
+    assert (copy.title, copy.status, copy.owner.username) == (
+        "Night trains of Europe (copy)",
+        Status.DRAFT,
+        "alice",
+    )
+    assert (copy.brief, copy.script_data) == (project.brief, SCRIPT)
+    assert reload(project).status == Status.RENDERING  # the original's render runs on
+    [(level, message)] = shown_messages(response)
+    assert level == "success"
+    assert message == (
+        f'“Night trains of Europe” was duplicated as <a href="{change_url(copy)}">'
+        "“Night trains of Europe (copy)”</a>, a new draft with its brief and script."
+    )
+    html = response.content.decode()
+    assert f'<a href="{change_url(copy)}">“Night trains of Europe (copy)”</a>' in html
+    assert history_of(copy) == [
+        (ADDITION, f"Duplicated from “Night trains of Europe” ({project.pk}).")
+    ]
+    assert history_of(project) == []
+    history = admin_browser.get(admin_url("history", copy)).content.decode()
+    assert "Duplicated from “Night trains of Europe”" in history
+
+
+def test_duplicate_of_a_project_deleted_meanwhile_says_it_is_gone_and_copies_nothing(
+    admin_browser: Client, make_project: Any
+) -> None:
+    project = make_project()
+    lifecycle.delete_project(project)
+
+    response = admin_browser.post(admin_url("duplicate", project), follow=True)
+
+    assert response.redirect_chain == [(reverse("admin:index"), 302)]
+    assert shown_messages(response)[0][1].endswith("exist. Perhaps it was deleted?")
+    assert not VideoProject.objects.exists()
+    assert not LogEntry.objects.exists()
 
 
 def test_delete_asks_first_then_removes_the_project_its_events_and_its_video(
@@ -568,9 +614,10 @@ def test_a_button_of_a_project_deleted_meanwhile_says_it_is_gone(
 def test_the_buttons_answer_only_a_post(admin_browser: Client, make_project: Any) -> None:
     project = running(make_project())
 
-    for name in ("cancel", "retry", "mark_notified"):
+    for name in ("cancel", "retry", "mark_notified", "duplicate"):
         assert admin_browser.get(admin_url(name, project)).status_code == 405
     assert reload(project).version == project.version
+    assert VideoProject.objects.count() == 1
 
 
 def test_the_buttons_need_the_pages_csrf_token(staff: User, make_project: Any) -> None:
@@ -580,8 +627,9 @@ def test_the_buttons_need_the_pages_csrf_token(staff: User, make_project: Any) -
 
     cancel = client.post(admin_url("cancel", project))
     delete = client.post(admin_url("delete_project", make_project()))
+    duplicate = client.post(admin_url("duplicate", project))
 
-    assert cancel.status_code == delete.status_code == 403
+    assert cancel.status_code == delete.status_code == duplicate.status_code == 403
     assert reload(project).version == project.version
     assert VideoProject.objects.count() == 2
 
@@ -597,7 +645,7 @@ def test_staff_who_may_only_view_projects_get_no_buttons(
 
     assert client.get(change_url(project)).status_code == 200
     assert buttons_on(client, project) == []
-    for name in ("cancel", "retry", "mark_notified", "delete_project"):
+    for name in ("cancel", "retry", "mark_notified", "duplicate", "delete_project"):
         assert client.post(admin_url(name, project)).status_code == 403
     assert client.get(admin_url("delete_project", project)).status_code == 403
     assert reload(project).version == project.version
@@ -609,7 +657,7 @@ def test_the_buttons_are_not_for_people_outside_the_staff(alice: User, make_proj
     client = Client()
     client.force_login(alice)
 
-    for name in ("cancel", "retry", "mark_notified", "delete_project"):
+    for name in ("cancel", "retry", "mark_notified", "duplicate", "delete_project"):
         response = client.post(admin_url(name, project))
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("admin:login"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.settings import api_settings
+from rest_framework.utils import html
 
 from projects.models import AspectRatio, Status, Step
 
@@ -59,12 +61,22 @@ def text(label: str, max_length: int, *, required: bool = True) -> dict[str, str
     return plain(messages)
 
 
+# What an HTML form of the browsable API sends beside its fields.
+FORM_ONLY_FIELDS = frozenset({"csrfmiddlewaretoken"})
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know, so a typo or a read-only field is an error, not a no-op."""
 
+    # Names accepted beside the fields, and ignored.
+    passes: frozenset[str] = frozenset()
+
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            known = set(self.fields) | self.passes
+            if html.is_html_input(data):
+                known |= FORM_ONLY_FIELDS
+            unknown = sorted(set(data) - known)
             if unknown:
                 raise serializers.ValidationError(
                     {name: ["This field is not accepted here."] for name in unknown}
@@ -77,11 +89,15 @@ BRIEF_TOO_LONG = f"The brief must be at most {MAX_BRIEF:,} characters long."
 RATIOS = ", ".join(AspectRatio.values[:-1]) + f" or {AspectRatio.values[-1]}"
 
 
+# `label`, `initial` and `style` are for the browsable API's form (projects/api/browsable.py):
+# the creator page's labels, and the defaults already filled in.
 class BriefSerializer(StrictSerializer):
-    title = serializers.CharField(max_length=200, error_messages=text("Title", 200))
+    title = serializers.CharField(max_length=200, initial="", error_messages=text("Title", 200))
     brief = serializers.CharField(
         min_length=MIN_BRIEF,
         max_length=MAX_BRIEF,
+        initial="",
+        style={"base_template": "textarea.html", "rows": 5},
         error_messages=plain(
             {"invalid": "The brief must be text.", "max_length": BRIEF_TOO_LONG}
             | dict.fromkeys(("required", "blank", "null", "min_length"), BRIEF_TOO_SHORT)
@@ -91,6 +107,8 @@ class BriefSerializer(StrictSerializer):
         choices=AspectRatio.choices,
         source="aspect_ratio",
         default=AspectRatio.WIDE,
+        initial=AspectRatio.WIDE,
+        label="Aspect ratio",
         error_messages=plain(
             dict.fromkeys(("required", "null", "invalid_choice"), f"Aspect ratio must be {RATIOS}.")
         ),
@@ -100,6 +118,8 @@ class BriefSerializer(StrictSerializer):
         max_value=MAX_SCENES,
         source="scene_count",
         default=4,
+        initial=4,
+        label="Scenes",
         error_messages=whole_number("Scenes", 1, MAX_SCENES),
     )
     secondsPerScene = serializers.IntegerField(
@@ -107,12 +127,15 @@ class BriefSerializer(StrictSerializer):
         max_value=10,
         source="seconds_per_scene",
         default=4,
+        initial=4,
+        label="Seconds per scene",
         error_messages=whole_number("Seconds per scene", 2, 10),
     )
     style = serializers.CharField(
         max_length=100,
         allow_blank=True,
         default="",
+        initial="",
         error_messages=text("Style", 100, required=False),
     )
 
@@ -171,6 +194,7 @@ class ScriptEditSerializer(StrictSerializer):
 
 
 class LogQuerySerializer(StrictSerializer):
+    passes = frozenset({api_settings.URL_FORMAT_OVERRIDE})  # ?format=json|api: DRF's
     # Bounded like a database integer, so a 20-digit offset is a 400, not an overflow.
     offset = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
 
@@ -181,6 +205,7 @@ class LogSerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(StrictSerializer):
+    passes = frozenset({api_settings.URL_FORMAT_OVERRIDE})
     after = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
@@ -287,6 +312,26 @@ class StatusSerializer(serializers.Serializer):
     )
 
 
+class ProjectLinksSerializer(serializers.Serializer):
+    """Absolute URLs; bodies come from `projects.api.browsable.project_links`."""
+
+    self = serializers.URLField(help_text="The project (GET, PATCH, DELETE).")
+    status = serializers.URLField(help_text="Its status object (GET; ETag, long-poll).")
+    log = serializers.URLField(help_text="Its job log (GET `?offset=`).")
+    history = serializers.URLField(help_text="Its event log (GET `?after=&limit=`, DELETE).")
+    events = serializers.URLField(help_text="Its events as Server-Sent Events (GET).")
+    video = serializers.URLField(help_text="Its last finished video (GET; 404 before one).")
+    scenePreviews = serializers.ListField(
+        child=serializers.URLField(), help_text="Each scene's preview, of the saved script."
+    )
+    script = serializers.URLField(help_text="POST: write the script; PATCH: edit it.")
+    render = serializers.URLField(help_text="POST: render the video.")
+    cancel = serializers.URLField(help_text="POST: cancel the running job.")
+    duplicate = serializers.URLField(help_text="POST: copy into a new DRAFT.")
+    dismiss = serializers.URLField(help_text="POST: “Not now”.")
+    notified = serializers.URLField(help_text="POST: mark the finished job as told.")
+
+
 class ProjectSerializer(StatusSerializer):
     """A project: its brief and its status object; bodies come from `VideoProject.to_dict`."""
 
@@ -295,3 +340,6 @@ class ProjectSerializer(StatusSerializer):
     sceneCount = serializers.IntegerField()
     secondsPerScene = serializers.IntegerField()
     style = serializers.CharField()
+    links = ProjectLinksSerializer(
+        help_text="Where to find the project's pages and actions (the status object has none)."
+    )

@@ -1,4 +1,9 @@
-"""One thin view per operation: validate, call the lifecycle, shape the answer."""
+"""One thin view per operation: validate, call the lifecycle, shape the answer.
+
+The views a browser's visitor can act on are GenericAPIViews with a serializer
+per method, so that DRF's browsable API draws their forms
+(projects/api/browsable.py); they validate with the same serializers.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,19 @@ from django.db.models import Func, IntegerField
 from django.http import FileResponse, HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework import status as http
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAdminUser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from projects import lifecycle, progress, storage
+from projects.api.browsable import NoBodySerializer, ProjectBrowsableRenderer, project_links
 from projects.api.ranges import stored_file_response
 from projects.api.serializers import (
     MAX_SCENES,
@@ -30,13 +39,14 @@ from projects.api.serializers import (
     PageQuerySerializer,
     ProjectSerializer,
     ScriptEditSerializer,
+    ScriptSerializer,
     StatsSerializer,
     StatusSerializer,
 )
 from projects.api.throttles import CreateThrottle, StartThrottle
 from projects.lifecycle import Conflict
 from projects.models import EventKind, LiveClient, Step, VideoProject
-from projects.ownership import owned_project
+from projects.ownership import ProjectNotFound, owned_project
 from projects.pipeline import preview_name
 
 ERRORS = {
@@ -55,14 +65,45 @@ def get_owned_project(request: Request, project_id: Any) -> VideoProject:
     return owned_project(request.user, project_id)
 
 
+def project_body(request: Request, project: VideoProject) -> dict[str, Any]:
+    """A project as API clients see it, with the `links` to its pages and actions."""
+    return {**project.to_dict(), "links": project_links(request, project)}
+
+
 class ProjectPagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "pageSize"
     max_page_size = 100
 
 
-class ProjectsView(APIView):
+class FormView(GenericAPIView):
+    """A view whose body, per method, is `body_serializers[method]`; none: an action's button."""
+
+    renderer_classes = [JSONRenderer, ProjectBrowsableRenderer]
+    body_serializers: dict[str, type[serializers.Serializer]] = {}
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        return self.body_serializers.get(self.request.method, NoBodySerializer)
+
+    def form_project(self, **kwargs: Any) -> VideoProject | None:
+        """The project a PATCH form starts from: the browsable API's form, not a request's body."""
+        if "data" in kwargs or kwargs.get("instance") is not None:
+            return None
+        if "project_id" not in self.kwargs:
+            return None  # described for the schema, not asked
+        try:
+            return get_owned_project(self.request, self.kwargs["project_id"])
+        except ProjectNotFound:
+            return None  # the page is the 404 itself
+
+
+class ProjectsView(FormView):
     throttle_classes = [CreateThrottle]  # POST only: listing is free
+    pagination_class = ProjectPagination
+    body_serializers = {"POST": BriefSerializer}
+
+    def get_queryset(self) -> Any:
+        return VideoProject.objects.owned_by(self.request.user).order_by("-created_at")
 
     @extend_schema(
         operation_id="list_projects",
@@ -71,11 +112,8 @@ class ProjectsView(APIView):
     )
     def get(self, request: Request) -> Response:
         PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
-        paginator = ProjectPagination()
-        page = paginator.paginate_queryset(
-            VideoProject.objects.owned_by(request.user).order_by("-created_at"), request, self
-        )
-        return paginator.get_paginated_response([project.to_dict() for project in page])
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([project_body(request, project) for project in page])
 
     @extend_schema(
         operation_id="create_project",
@@ -92,24 +130,34 @@ class ProjectsView(APIView):
         responses={201: ProjectSerializer, 422: ErrorSerializer, **ERRORS, **THROTTLED},
     )
     def post(self, request: Request) -> Response:
-        brief = BriefSerializer(data=request.data)
+        brief = self.get_serializer(data=request.data)
         brief.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key:
             project = lifecycle.create_project(request.user, brief.validated_data)
-            return Response(project.to_dict(), status=http.HTTP_201_CREATED)
+            return Response(project_body(request, project), status=http.HTTP_201_CREATED)
         if len(key) > 200:
             raise ValidationError(
                 {"Idempotency-Key": ["The Idempotency-Key must be at most 200 characters."]}
             )
         project = lifecycle.create_project_once(request.user, brief.validated_data, key)
-        return Response(project.to_dict(), status=http.HTTP_201_CREATED)
+        return Response(project_body(request, project), status=http.HTTP_201_CREATED)
 
 
-class ProjectView(APIView):
+class ProjectView(FormView):
+    body_serializers = {"PATCH": BriefSerializer}
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.method == "PATCH":
+            kwargs["partial"] = True
+            # The form shows the brief as it is: a PATCH of only what is changed.
+            if kwargs.get("instance") is None:
+                kwargs["instance"] = self.form_project(**kwargs)
+        return super().get_serializer(*args, **kwargs)
+
     @extend_schema(operation_id="get_project", responses={200: ProjectSerializer, **ERRORS})
     def get(self, request: Request, project_id: Any) -> Response:
-        return Response(get_owned_project(request, project_id).to_dict())
+        return Response(project_body(request, get_owned_project(request, project_id)))
 
     @extend_schema(
         operation_id="edit_project",
@@ -119,11 +167,11 @@ class ProjectView(APIView):
     )
     def patch(self, request: Request, project_id: Any) -> Response:
         project = get_owned_project(request, project_id)
-        brief = BriefSerializer(data=request.data, partial=True)
+        brief = self.get_serializer(data=request.data)
         brief.is_valid(raise_exception=True)
         if brief.validated_data:
             project = lifecycle.edit_brief(project, brief.validated_data)
-        return Response(project.to_dict())
+        return Response(project_body(request, project))
 
     @extend_schema(
         operation_id="delete_project",
@@ -135,7 +183,7 @@ class ProjectView(APIView):
         return Response(status=http.HTTP_204_NO_CONTENT)
 
 
-class DuplicateView(APIView):
+class DuplicateView(FormView):
     throttle_classes = [CreateThrottle]  # a copy is a new project
 
     @extend_schema(
@@ -148,12 +196,23 @@ class DuplicateView(APIView):
         copy = lifecycle.duplicate_project(get_owned_project(request, project_id))
         location = request.build_absolute_uri(reverse("project", args=[copy.pk]))
         return Response(
-            copy.to_dict(), status=http.HTTP_201_CREATED, headers={"Location": location}
+            project_body(request, copy),
+            status=http.HTTP_201_CREATED,
+            headers={"Location": location},
         )
 
 
-class ScriptView(APIView):
+class ScriptView(FormView):
     throttle_classes = [StartThrottle]  # POST only: editing the script is free
+    body_serializers = {"PATCH": ScriptEditSerializer}
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.method == "PATCH" and kwargs.get("instance") is None:
+            project = self.form_project(**kwargs)
+            if project is not None:
+                # The form's JSON box starts from the saved script, to edit in place.
+                kwargs["instance"] = {"scriptData": _form_script(project.script_data)}
+        return super().get_serializer(*args, **kwargs)
 
     @extend_schema(
         operation_id="start_script",
@@ -173,13 +232,24 @@ class ScriptView(APIView):
     )
     def patch(self, request: Request, project_id: Any) -> Response:
         project = get_owned_project(request, project_id)
-        edit = ScriptEditSerializer(data=request.data)
+        edit = self.get_serializer(data=request.data)
         edit.is_valid(raise_exception=True)
         project = lifecycle.edit_script(project, edit.validated_data["scriptData"])
         return Response(project.to_status_dict())
 
 
-class RenderView(APIView):
+def _form_script(script: Any) -> Any:
+    """The saved script as the edit form shows it; None (an empty form) if it will not fit."""
+    if not script:
+        return None
+    try:
+        ScriptSerializer(instance=script).data  # noqa: B018 — does it fit the form's fields?
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return None
+    return script
+
+
+class RenderView(FormView):
     throttle_classes = [StartThrottle]
 
     @extend_schema(
@@ -193,7 +263,7 @@ class RenderView(APIView):
         return Response(project.to_status_dict(), status=http.HTTP_202_ACCEPTED)
 
 
-class CancelView(APIView):
+class CancelView(FormView):
     @extend_schema(
         operation_id="cancel_job",
         summary="Cancel the running job; the project returns to DRAFT",
@@ -356,7 +426,7 @@ class UnfinishedView(APIView):
         return Response([project.to_status_dict() for project in projects[:100]])
 
 
-class DismissView(APIView):
+class DismissView(FormView):
     @extend_schema(
         operation_id="dismiss_resume",
         summary="“Not now”: leave the project out of `unfinished` until it changes again",
@@ -374,7 +444,7 @@ class DismissView(APIView):
         return Response(project.to_status_dict())
 
 
-class NotifiedView(APIView):
+class NotifiedView(FormView):
     @extend_schema(
         operation_id="mark_notified",
         summary="Mark the finished job as told to its owner (idempotent)",
