@@ -250,9 +250,10 @@ def test_a_script_job_puts_its_previews_in_the_bucket_and_a_rewrite_replaces_the
 
     second_set = VideoProject.objects.get(pk=project_id).preview_set
     assert second_set != first_set
-    assert bucket.keys(previews) == [
-        f"{previews}{second_set}/scene-{index}.webp" for index in range(BRIEF["sceneCount"])
-    ]
+    # The worker removes the old set only after the commit that switched to the
+    # new one, so a moment after the job reads as done.
+    wanted = [f"{previews}{second_set}/scene-{index}.webp" for index in range(BRIEF["sceneCount"])]
+    wait_for(lambda: bucket.keys(previews) == wanted, "the first set's previews to go", 10)
     rewritten = b"".join(api.get(url(project_id, "scenes/1/preview")).streaming_content)
     assert rewritten == bucket.read(f"{previews}{second_set}/scene-1.webp") != preview
     assert files_under(media_root) == []
