@@ -32,6 +32,15 @@ How live events reach clients (DESIGN.md principles 6-8):
   database after its own cursor, then live events, each `seq` once and in
   order. A feed that sees a gap (its subscriber's buffer overflowed while the
   client was slow) reads the missing events from the database.
+* A client may follow all of one user's projects at once (`GET events`,
+  WebSocket `"*"`): one `ProjectsSubscription`, registered with every project
+  of its owner like any subscription, so each project is still read once
+  however many clients watch it, and a `ProjectsFeed` with a cursor per
+  project. A project the bus does not watch yet (made after the client came)
+  is found by its first wake-up: the bus looks up its owner once (one query
+  for all such projects at a time, then remembered) and, if a client follows
+  that owner whole, watches it from seq 1. On SQLite, and in the safety poll,
+  the poll of the watched projects' versions also lists those owners' projects.
 
 Cursors are per project `seq`, never a global event id: auto-increment ids of
 concurrent transactions can commit out of order.
@@ -43,12 +52,15 @@ import asyncio
 import contextvars
 import json
 import logging
+import operator
 import os
 import socket
 import sqlite3
+import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +68,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 
 from projects import metrics
 from projects.cursors import SessionCursors
@@ -75,6 +88,10 @@ MAX_CARRIED_BYTES = 7500
 COMMIT_CHECK_SECONDS = 0.01
 # Event loops fire timers up to a millisecond early (uvloop counts in milliseconds).
 TIMER_SLACK = 0.002
+# Projects per replay query of a `ProjectsFeed` (two parameters each).
+REPLAY_PROJECTS = 500
+# The owners the bus remembers of projects it heard of but does not watch.
+OWNERS_REMEMBERED = 10_000
 
 T = TypeVar("T")
 
@@ -144,11 +161,12 @@ class LoggedEvent(dict):
     transport encodes it once however many clients it goes to (`encoded`).
     """
 
-    __slots__ = ("_encodings",)
+    __slots__ = ("_encodings", "project_id")
 
-    def __init__(self, fields: dict) -> None:
+    def __init__(self, fields: dict, project_id: str = "") -> None:
         super().__init__(fields)
         self._encodings: dict[str, Any] = {}
+        self.project_id = project_id  # str(uuid): which log it is of
 
     def encoded(self, how: str, encode: Callable[[dict], T]) -> T:
         """`encode(self)`, computed once per `how` (a transport's name)."""
@@ -161,13 +179,36 @@ class LoggedEvent(dict):
 
 async def read_events(project_id: Any, after: int, limit: int = REPLAY_CHUNK) -> list[LoggedEvent]:
     """The project's events after seq `after`, oldest first, as clients see them."""
+    key = str(project_id)
     events = ProgressEvent.objects.filter(project_id=project_id, seq__gt=after).order_by("seq")
-    return [LoggedEvent(event.to_dict()) async for event in events[:limit]]
+    return [LoggedEvent(event.to_dict(), key) async for event in events[:limit]]
+
+
+async def read_events_of(
+    cursors: Mapping[str, int], limit: int = REPLAY_CHUNK
+) -> list[LoggedEvent]:
+    """The events after each project's cursor, project by project in seq order; `limit` in all."""
+    after = reduce(operator.or_, (Q(project_id=key, seq__gt=seq) for key, seq in cursors.items()))
+    events = ProgressEvent.objects.filter(after).order_by("project_id", "seq")
+    return [LoggedEvent(event.to_dict(), str(event.project_id)) async for event in events[:limit]]
 
 
 async def _latest_seq(project_id: str) -> int:
     versions = VideoProject.objects.filter(pk=project_id).values_list("version", flat=True)
     return await versions.afirst() or 0
+
+
+async def _versions_of_owner(owner_id: Any) -> dict[str, int]:
+    rows = VideoProject.objects.filter(owner_id=owner_id).values_list("pk", "version")
+    return {str(pk): version async for pk, version in rows}
+
+
+def _is_uuid(key: str) -> bool:
+    try:
+        uuid.UUID(key)
+    except ValueError:
+        return False
+    return True
 
 
 def close_connection() -> None:
@@ -328,6 +369,117 @@ class Feed:
         return events
 
 
+class ProjectsSubscription(Subscription):
+    """One client's place on the bus for every project of one owner, those made later too.
+
+    The bus registers it with each of those projects (`projects`) as it would a
+    `Subscription` of each, so it gets every project's events in one buffer,
+    each event knowing its project (`LoggedEvent.project_id`).
+    """
+
+    __slots__ = ("owner_id", "projects")
+
+    def __init__(self, owner_id: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__("*", loop)
+        self.owner_id = owner_id
+        self.projects: set[str] = set()
+
+
+class ProjectsFeed:
+    """A client's view of all of one owner's logs from its cursors: replay, then live.
+
+    Each project's events come in seq order, each seq once; projects
+    interleave as their events come. `cursors` is where the client stands in
+    each project (no entry: before its first event). A project whose live
+    events do not continue its cursor (a gap, or a buffer that overflowed) is
+    read from the log again, with every other project behind, in one query.
+    """
+
+    def __init__(
+        self, subscription: ProjectsSubscription, cursors: dict[str, int], *, in_request: bool
+    ) -> None:
+        self.subscription = subscription
+        self.cursors = cursors
+        self._behind: set[str] = set(subscription.projects)  # to read from the log first
+        self._in_request = in_request
+        self._holds_connection = in_request
+
+    @property
+    def following(self) -> set[str]:
+        return self.subscription.projects
+
+    @property
+    def replaying(self) -> bool:
+        """Whether some project's events are still to be read from the log."""
+        return bool(self._behind)
+
+    async def replay(self) -> list[LoggedEvent]:
+        """The next events read from the log for the projects behind; [] once none is."""
+        while self._behind:
+            behind = sorted(self._behind)[:REPLAY_PROJECTS]
+            events = await read_events_of({key: self.cursors.get(key, 0) for key in behind})
+            self._holds_connection = self._in_request
+            caught_up = set(behind)
+            if len(events) == REPLAY_CHUNK:
+                # A full chunk: the last project in it may have more, and those after
+                # it were not reached (which came first is the database's order).
+                caught_up = {event.project_id for event in events} - {events[-1].project_id}
+            self._behind -= caught_up
+            for event in events:
+                self.cursors[event.project_id] = event["seq"]
+            if events:
+                return events
+        return []
+
+    async def next(self, timeout: float) -> list[LoggedEvent]:
+        """The next events after the cursors, waiting up to `timeout` s for some; [] if none came.
+
+        Raises `BusClosed` when the process shuts down.
+        """
+        loop = self.subscription.loop
+        deadline = loop.time() + timeout
+        while True:
+            if self._behind:
+                events = await self.replay()
+                if events:
+                    return events
+            live, overflowed = self.subscription.take()
+            if overflowed:
+                self._behind |= self.subscription.projects
+                continue
+            events = self._continuing(live)
+            if events:
+                return events
+            if self._behind:
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            if self._holds_connection:
+                await sync_to_async(close_connection)()  # see `Feed.__init__`
+                self._holds_connection = False
+            waiter = self.subscription.waiter(deadline)
+            if waiter is not None:
+                await waiter
+
+    def _continuing(self, live: list[LoggedEvent]) -> list[LoggedEvent]:
+        """The live events continuing their project's cursor; the others' projects fall behind."""
+        events = []
+        for event in live:
+            key, seq = event.project_id, event["seq"]
+            if key in self._behind:
+                continue  # its replay reads this event too
+            cursor = self.cursors.get(key, 0)
+            if seq <= cursor:
+                continue
+            if seq != cursor + 1:
+                self._behind.add(key)
+                continue
+            self.cursors[key] = seq
+            events.append(event)
+        return events
+
+
 class Bus:
     """One per web process: listens for wake-ups and fans events out to subscriptions."""
 
@@ -339,13 +491,24 @@ class Bus:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._clients: set[Any] = set()
+        # Clients following all of a user's projects, by user id; the owners of
+        # projects heard of, and of those whose owner is still to be looked up.
+        self._owners: dict[Any, set[ProjectsSubscription]] = {}
+        self._owner_of: dict[str, Any] = {}
+        self._unplaced: set[str] = set()
         # The WebSocket sessions' acked cursors, written for all sockets at once.
         self.session_cursors = SessionCursors()
         self.reads = 0  # log reads done for fan-out: the bench checks they don't grow with clients
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(subscriptions) for subscriptions in self._watchers.values())
+        """Subscriptions: one per client and project, one per client following all projects."""
+        single = sum(
+            not isinstance(subscription, ProjectsSubscription)
+            for subscriptions in self._watchers.values()
+            for subscription in subscriptions
+        )
+        return single + sum(len(subscriptions) for subscriptions in self._owners.values())
 
     async def subscribe(self, project_id: Any) -> Subscription:
         """Watch a project. Every event after this returns reaches the subscription."""
@@ -355,6 +518,7 @@ class Bus:
         first = key not in self._watchers
         self._watchers.setdefault(key, set()).add(subscription)
         if first:
+            self._discover([key])  # a client may follow its owner's projects whole
             ready = self._ready[key] = asyncio.Event()
             try:
                 self._cursors[key] = await _latest_seq(key)
@@ -374,13 +538,103 @@ class Bus:
         """A feed from seq `after`; `in_request` for one read by an HTTP request's own code."""
         return Feed(await self.subscribe(project_id), after, in_request=in_request)
 
+    async def projects_feed(
+        self, owner_id: Any, cursors: Mapping[str, int] | None, *, in_request: bool = False
+    ) -> ProjectsFeed:
+        """A feed of every project of `owner_id`, those made later too.
+
+        From `cursors` (a project it lacks is read from its first event; one
+        not the owner's is ignored), or without them from each project's
+        current version.
+        """
+        subscription, versions = await self.subscribe_owner(owner_id)
+        start = versions if cursors is None else {key: cursors.get(key, 0) for key in versions}
+        return ProjectsFeed(subscription, dict(start), in_request=in_request)
+
+    async def subscribe_owner(self, owner_id: Any) -> tuple[ProjectsSubscription, dict[str, int]]:
+        """Watch every project of `owner_id`, and each one made later as it is heard of.
+
+        Returns the subscription and the owner's projects' versions, read once
+        it was registered: every event after those versions reaches it.
+        """
+        self._start()
+        subscription = ProjectsSubscription(owner_id, asyncio.get_running_loop())
+        self._owners.setdefault(owner_id, set()).add(subscription)
+        try:
+            versions = await _versions_of_owner(owner_id)
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
+        for key, version in versions.items():
+            self._watch_for(subscription, key, version)
+        return subscription, versions
+
+    def _watch_for(self, subscription: ProjectsSubscription, key: str, version: int) -> None:
+        """Add a project to a subscription of its owner; a new one read after `version`.
+
+        No await: the project is watched, and the bus's cursor set, at once.
+        """
+        self._remember_owner(key, subscription.owner_id)
+        subscription.projects.add(key)
+        watchers = self._watchers.setdefault(key, set())
+        first = not watchers
+        watchers.add(subscription)
+        if first:
+            self._cursors[key] = version
+            ready = self._ready[key] = asyncio.Event()
+            ready.set()
+
+    def _discover(self, keys: Iterable[str]) -> None:
+        """Projects the bus hears of: are any of an owner some client follows whole?"""
+        if not self._owners:
+            return
+        for key in keys:
+            if key not in self._owner_of:
+                self._unplaced.add(key)
+                self._wake.set()  # `_fan_out` looks their owners up, all in one query
+            elif self._owner_of[key] in self._owners:
+                self._adopt(key, self._owner_of[key])
+
+    def _adopt(self, key: str, owner_id: Any) -> None:
+        """Watch a project for every client following its owner; a new one from seq 1."""
+        for subscription in self._owners.get(owner_id, ()):
+            if key not in subscription.projects:
+                self._watch_for(subscription, key, 0)
+        self.wake([key])
+
+    def _remember_owner(self, key: str, owner_id: Any) -> None:
+        self._owner_of.pop(key, None)
+        self._owner_of[key] = owner_id
+        if len(self._owner_of) > OWNERS_REMEMBERED:
+            del self._owner_of[next(iter(self._owner_of))]  # the longest remembered
+
+    async def _place(self) -> None:
+        """Look up the owners of the projects heard of but not watched, in one query."""
+        keys, self._unplaced = self._unplaced, set()
+        ids = [key for key in keys if _is_uuid(key)]
+        rows = VideoProject.objects.filter(pk__in=ids).values_list("pk", "owner_id")
+        async for pk, owner_id in rows:
+            self._remember_owner(str(pk), owner_id)
+            if owner_id in self._owners:
+                self._adopt(str(pk), owner_id)
+
     def unsubscribe(self, subscription: Subscription) -> None:
-        key = subscription.project_id
+        subscription.stop_timer()
+        if isinstance(subscription, ProjectsSubscription):
+            same_owner = self._owners.get(subscription.owner_id, set())
+            same_owner.discard(subscription)
+            if not same_owner:
+                self._owners.pop(subscription.owner_id, None)
+            for key in subscription.projects:
+                self._unwatch(key, subscription)
+        else:
+            self._unwatch(subscription.project_id, subscription)
+
+    def _unwatch(self, key: str, subscription: Subscription) -> None:
         watchers = self._watchers.get(key)
         if watchers is None:
             return
         watchers.discard(subscription)
-        subscription.stop_timer()
         if not watchers:
             del self._watchers[key]
             self._cursors.pop(key, None)
@@ -401,11 +655,12 @@ class Bus:
         """A wake-up (see `wake_up`): hand on the events it carries, or mark its project dirty."""
         key, _, carried = message.partition(" ")
         if key not in self._watchers:
+            self._discover([key])
             return
         cursor = self._cursors.get(key)
         if carried and cursor is not None:
             try:
-                events = [LoggedEvent(event) for event in json.loads(carried)]
+                events = [LoggedEvent(event, key) for event in json.loads(carried)]
             except (ValueError, TypeError):
                 logger.warning("A wake-up for project %s carried no events it could read", key)
             else:
@@ -472,7 +727,7 @@ class Bus:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.session_cursors.flush()
-        for watchers in self._watchers.values():
+        for watchers in [*self._watchers.values(), *self._owners.values()]:
             for subscription in watchers:
                 subscription.close()
         if self._clients:
@@ -483,6 +738,12 @@ class Bus:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._unplaced:
+                try:
+                    await self._place()
+                except Exception:
+                    logger.exception("Could not look up the owners of new projects")
+                    await sync_to_async(close_old_connections)()
             dirty, self._dirty = self._dirty, set()
             for key in dirty:
                 try:
@@ -525,19 +786,33 @@ class Bus:
             await self._poll_once()
 
     async def _poll_once(self) -> None:
-        """One query for every watched project: wake those whose version passed our cursor."""
-        if not self._watchers:
+        """One query for every watched project: wake those whose version passed our cursor.
+
+        It also lists every project of the owners some client follows whole: a
+        project made since is watched from then on.
+        """
+        if not self._watchers and not self._owners:
             return
+        watched = Q(pk__in=list(self._watchers))
+        if self._owners:
+            watched |= Q(owner_id__in=list(self._owners))
         try:
-            rows = VideoProject.objects.filter(pk__in=list(self._watchers))
-            versions = [row async for row in rows.values_list("pk", "version")]
+            rows = VideoProject.objects.filter(watched).values_list("pk", "owner_id", "version")
+            versions = [row async for row in rows]
         except Exception:
             logger.exception("Could not poll for events")
             await sync_to_async(close_old_connections)()
             return
-        self.wake(
-            str(pk) for pk, version in versions if version > self._cursors.get(str(pk), version)
-        )
+        behind = []
+        for pk, owner_id, version in versions:
+            key = str(pk)
+            if key in self._watchers:
+                if version > self._cursors.get(key, version):
+                    behind.append(key)
+            elif owner_id in self._owners:
+                self._remember_owner(key, owner_id)
+                self._adopt(key, owner_id)
+        self.wake(behind)
 
     async def _watch_commits(self) -> None:
         """On SQLite: poll the versions as soon as anything was committed, and now and then anyway.

@@ -11,6 +11,15 @@ The protocol (messages are `{"type", "task_id", "payload"}`, `task_id` is a proj
   `{"action": "unsubscribe", "task_id"}` → `unsubscribed`;
 * `{"action": "ack", "task_id", "seq"}` after the client has processed the
   events up to `seq`: no answer unless it is refused;
+* `{"action": "subscribe", "task_id": "*", "since"?}`: every project of the
+  caller, those made later too, on one subscription: `subscribed`, then
+  without `since` the current status of each unfinished project (as `GET
+  unfinished`), with `since` (a cursor token of `GET events`, or
+  `{project id: seq}`) every event after each project's seq; then `ready`,
+  then every project's events as they come, each message's `task_id` its
+  project. Its place is the client's `since`, not the session's: it resumes
+  by subscribing again with the seqs the client has (acks of its projects are
+  accepted and kept nowhere); `{"action": "unsubscribe", "task_id": "*"}` ends it;
 * `{"type": "ping"}` → `pong` with `payload.timestamp`;
 * events: `progress`, `status`, `log`, `error`, each payload with its `seq`.
   An `error` without `seq` answers a message the server could not act on.
@@ -53,7 +62,8 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from projects.api.auth import token_key, user_for_token
 from projects.api.serializers import MAX_SEQ
-from projects.bus import Bus, BusClosed, Feed, LoggedEvent, TooManyStreams, get_bus
+from projects.bus import Bus, BusClosed, Feed, LoggedEvent, ProjectsFeed, TooManyStreams, get_bus
+from projects.cursors import cursors_from
 from projects.models import (
     EventKind,
     LiveClient,
@@ -74,6 +84,7 @@ TOO_MANY_STREAMS = 4429
 FEED_FAILED = 1011
 SERVICE_RESTART = 1012
 MAX_SUBSCRIPTIONS = 100
+ALL = "*"  # the task_id of a subscription to every project of the caller
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -232,6 +243,7 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         self.known: dict[str, int] = {}
         self.client: LiveClient | None = None
         self.closing = False
+        self.all_feed: ProjectsFeed | None = None
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=NOT_SIGNED_IN)
             return
@@ -291,6 +303,12 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
                 "unknown_action",
                 "Send an action (subscribe, unsubscribe or ack) or a ping.",
             )
+            return
+        if content.get("task_id") == ALL:
+            if action == "subscribe":
+                await self._subscribe_all(content.get("since"))
+            else:
+                await self._unsubscribe_all()
             return
         project = await self._owned_project(content.get("task_id"))
         if project is None:
@@ -402,6 +420,66 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         finally:
             get_bus().unsubscribe(feed.subscription)
 
+    # --- every project at once ---
+
+    async def _subscribe_all(self, since: Any) -> None:
+        try:
+            cursors = None if since is None else cursors_from(since)
+        except ValueError as bad:
+            await self._refuse(ALL, "invalid", str(bad))
+            return
+        if ALL not in self.feeds and len(self.feeds) >= MAX_SUBSCRIPTIONS:
+            await self._refuse(
+                ALL, "too_many", f"A socket follows at most {MAX_SUBSCRIPTIONS} projects."
+            )
+            return
+        self._stop_feed(ALL)
+        await self._send("subscribed", ALL, {"topics": [*self.feeds, ALL]})
+        feed = self.all_feed = await self.bus.projects_feed(self.user.pk, cursors)
+        if cursors is None:
+            # Subscribed first, so nothing after these reads is missed.
+            projects = VideoProject.objects.owned_by(self.user).unfinished()
+            async for project in projects.order_by("-created_at"):
+                key = str(project.pk)
+                feed.cursors[key] = max(feed.cursors.get(key, 0), project.version)
+                await self.send_json(status_message(project))
+        self.feeds[ALL] = asyncio.create_task(self._pump_all(feed), name="ws-feed-all")
+
+    async def _unsubscribe_all(self) -> None:
+        self._stop_feed(ALL)
+        self.all_feed = None
+        await self._send("unsubscribed", ALL, {"topics": list(self.feeds)})
+
+    async def _pump_all(self, feed: ProjectsFeed) -> None:
+        ready = False
+        try:
+            while True:
+                if not ready and not feed.replaying:
+                    ready = True
+                    await self._send("ready", ALL, {"projects": len(feed.following)})
+                try:
+                    events = await (feed.replay() if feed.replaying else feed.next(timeout=60))
+                except BusClosed:
+                    await self._close_once(SERVICE_RESTART)
+                    return
+                except Exception:
+                    logger.exception("The WebSocket feed of all projects failed; closing")
+                    await self._close_once(FEED_FAILED)
+                    return
+                for event in events:
+                    await self.send(text_data=self._encoded(event.project_id, event))
+        finally:
+            get_bus().unsubscribe(feed.subscription)
+
+    def _follows_all(self, key: str) -> bool:
+        return ALL in self.feeds and self.all_feed is not None and key in self.all_feed.following
+
+    async def _ack_all(self, key: str, seq: int) -> None:
+        """An ack of a project followed through "*": checked, then kept nowhere (see above)."""
+        assert self.all_feed is not None
+        if seq > self.all_feed.cursors.get(key, 0) and seq > await _version(key):
+            await self._refuse(key, "invalid", f"Project {key} has no event {seq} yet.")
+
     @staticmethod
     def _encoded(key: str, event: LoggedEvent) -> str:
         """The event's message as `send_json` encodes it, once however many sockets send it
@@ -422,11 +500,14 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         this socket knows of (then one read of the project's version).
         """
         key = _project_key(task_id)
-        if key is None or key not in self.feeds:
+        if key is None or (key not in self.feeds and not self._follows_all(key)):
             await self._refuse(task_id, "not_found", "This socket does not follow that project.")
             return
         if not _is_seq(seq):
             await self._refuse(key, "invalid", "`seq` is a whole number, 0 or more.")
+            return
+        if key not in self.feeds:
+            await self._ack_all(key, seq)
             return
         if seq > self.known.get(key, 0):
             self.known[key] = max(self.known.get(key, 0), await _version(key))

@@ -31,7 +31,8 @@ from projects.api import browsable
 from projects.api.auth import token_key, token_user
 from projects.api.errors import json_error, validation_body
 from projects.api.serializers import MAX_SEQ, StrictSerializer
-from projects.bus import BusClosed, LoggedEvent, TooManyStreams, get_bus
+from projects.bus import BusClosed, LoggedEvent, ProjectsFeed, TooManyStreams, get_bus
+from projects.cursors import CursorMap, decode_token
 from projects.models import LiveClient, Transport, VideoProject
 from projects.ownership import (
     NOT_YOURS,
@@ -380,6 +381,128 @@ def _format(kind: str, seq: int, payload: dict[str, Any]) -> str:
     return f"id: {seq}\nevent: {kind}\ndata: {data}\n\n"
 
 
+# --- all of a user's projects, on one stream ------------------------------------------
+
+
+class CursorToken(serializers.CharField):
+    """A `CursorMap` token, as `{project id: seq}`."""
+
+    def to_internal_value(self, data: Any) -> dict[str, int]:
+        text = super().to_internal_value(data)
+        try:
+            return decode_token(text)
+        except ValueError as bad:
+            raise serializers.ValidationError(str(bad)) from None
+
+
+class AllEventsQuery(StrictSerializer):
+    since = CursorToken(required=False)
+    lastEventId = CursorToken(required=False)
+
+
+@_refusals
+async def all_events(request: HttpRequest) -> HttpResponse:
+    """Every project of the caller as one `text/event-stream`, those made later too.
+
+    Each event is a project's event, with `projectId` and `seq` in its data; its
+    `id` is the client's cursor in every project (`projects/cursors.py`), so
+    `Last-Event-ID` (or `?since=`) resumes each project after its own seq.
+    """
+    user = await sync_to_async(_caller)(request)
+    query = _query(AllEventsQuery, request.GET)
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id:
+        since = _query(AllEventsQuery, {"lastEventId": last_event_id})["lastEventId"]
+    else:
+        since = query.get("lastEventId", query.get("since"))
+    live = LiveClient(transport=Transport.SSE, user_id=user.pk)
+    client = await open_stream(live)
+    if client is None:
+        return too_many_streams()
+    return EventStreamResponse(_all_events_stream(client, user.pk, since), client)
+
+
+async def _all_events_stream(
+    client: LiveClient, owner_id: Any, since: dict[str, int] | None
+) -> AsyncIterator[bytes]:
+    bus = get_bus()
+    feed = None
+    try:
+        yield f"retry: {settings.SSE_RETRY_MS}\n\n".encode()
+        feed = await bus.projects_feed(owner_id, since, in_request=True)
+        sent = CursorMap(feed.cursors)
+        if since is None:
+            # A new client starts from the current state of each project still in
+            # hand, as `GET unfinished` lists them; the others from now on.
+            async for status in _unfinished_statuses(owner_id, feed):
+                yield status.encode(sent)
+        while feed.replaying:
+            if events := await feed.replay():
+                yield _all_encoded(events, sent)
+        ready = json.dumps({"projects": len(feed.following)})
+        yield f"id: {sent.token()}\nevent: ready\ndata: {ready}\n\n".encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.SSE_MAX_SECONDS
+        heartbeat = settings.SSE_HEARTBEAT_SECONDS
+        while (remaining := deadline - loop.time()) > 0:
+            batch = await feed.next(min(heartbeat, remaining))
+            if batch:
+                yield _all_encoded(batch, sent)
+            elif remaining > heartbeat:
+                yield HEARTBEAT
+    except BusClosed:
+        return
+    except Exception:
+        logger.exception("The event stream of all projects of user %s failed; ending it", owner_id)
+    finally:
+        if feed is not None:
+            bus.unsubscribe(feed.subscription)
+        await _forget(bus, client)
+
+
+class _Status:
+    """A project's current state, as the `status` event a new stream starts with."""
+
+    def __init__(self, project: VideoProject) -> None:
+        self.project_id = str(project.pk)
+        self.seq = project.version
+        self.payload = project.to_status_dict()
+
+    def encode(self, sent: CursorMap) -> bytes:
+        sent.move(self.project_id, self.seq)
+        return _all_format(sent.token(), "status", self.seq, self.project_id, self.payload)
+
+
+async def _unfinished_statuses(owner_id: Any, feed: ProjectsFeed) -> AsyncIterator[_Status]:
+    projects = VideoProject.objects.filter(owner_id=owner_id).unfinished().order_by("-created_at")
+    async for project in projects:
+        key = str(project.pk)
+        if project.version > feed.cursors.get(key, 0):
+            feed.cursors[key] = project.version  # what the status already tells
+        yield _Status(project)
+
+
+def _all_encoded(events: list[LoggedEvent], sent: CursorMap) -> bytes:
+    """The events as SSE bytes, each with the cursor map after it as its `id`."""
+    parts = []
+    for event in events:
+        sent.move(event.project_id, event["seq"])
+        parts += [b"id: ", sent.token().encode(), b"\n", event.encoded("sse-all", _sse_all_bytes)]
+    return b"".join(parts)
+
+
+def _sse_all_bytes(event: LoggedEvent) -> bytes:
+    """An event's `event:` and `data:` lines: the same for every stream that sends it."""
+    payload = event["payload"] | {"seq": event["seq"], "projectId": event.project_id}
+    data = json.dumps(payload, separators=(",", ":"))
+    return f"event: {event['kind']}\ndata: {data}\n\n".encode()
+
+
+def _all_format(token: str, kind: str, seq: int, project_id: str, payload: dict) -> bytes:
+    data = json.dumps(payload | {"seq": seq, "projectId": project_id}, separators=(",", ":"))
+    return f"id: {token}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
 # --- serving streams without a thread each -----------------------------------------
 
 
@@ -402,12 +525,13 @@ class EventStreamHandler(ASGIHandler):
 
 
 def threadless_event_streams(application: Any) -> Any:
-    """An ASGI app sending `GET …/projects/{id}/events` to `EventStreamHandler`, the rest on."""
+    """An ASGI app sending `GET …/events` (a project's, or all) to `EventStreamHandler`."""
     streams = EventStreamHandler()
     placeholder = "PROJECT"
     where = reverse("project-events", kwargs={"project_id": placeholder})
     before, after = (re.escape(part) for part in where.split(placeholder))
-    events_path = re.compile(f"^{before}[^/]+{after}/?$")
+    every = re.escape(reverse("all-events"))
+    events_path = re.compile(f"^(?:{before}[^/]+{after}|{every})/?$")
 
     async def route(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and events_path.match(scope["path"]):

@@ -175,3 +175,64 @@ def test_waiting_can_time_out(make_project: Any) -> None:
 def test_an_unknown_project_is_a_clear_error(project_id: str) -> None:
     with pytest.raises(CommandError, match="There is no project with the id"):
         call_command("follow", project_id, stdout=io.StringIO())
+
+
+def follow_all_in_thread(*args: str) -> tuple[threading.Thread, io.StringIO]:
+    out = io.StringIO()
+
+    def work() -> None:
+        try:
+            call_command("follow", "--all", *args, stdout=out)
+        finally:
+            connection.close()
+
+    follower = threading.Thread(target=work)
+    follower.start()
+    wait_for(lambda: "Ctrl-C to stop" in out.getvalue(), "the follower to start")
+    return follower, out
+
+
+def test_all_follows_every_project_of_the_user_and_only_theirs(
+    make_project: Any, alice: Any, charlie: Any
+) -> None:
+    trains = make_project(title="Night trains")
+    ferries = make_project(title="Ferries")
+    charlies = make_project(owner=charlie, title="Charlie's secret")
+    follower, out = follow_all_in_thread("alice", "--timeout", "25")
+    try:
+        for project in (trains, ferries):
+            lifecycle.start_job(project, Step.SCRIPT)
+            run_in_thread(tasks.generate_script, project).join(timeout=60)
+        lifecycle.start_job(charlies, Step.SCRIPT)
+        later = make_project(title="Made later")
+        wait_for(
+            lambda: (
+                "Made later" in out.getvalue() and out.getvalue().count("Draft  Script ready") == 2
+            ),
+            "both scripts and the new project to show",
+        )
+    finally:
+        follower.join(timeout=60)  # it stops at its timeout
+
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Following the 2 projects of alice (0 running); Ctrl-C to stop."
+    for project in (trains, ferries):
+        prefix = f"{project.title} [{project.pk.hex[:8]}]"
+        mine = [line for line in lines if line.startswith(prefix)]
+        percents = [int(value) for value in re.findall(r"\]\s+(\d+)%", "\n".join(mine))]
+        assert percents == sorted(percents) and len(set(percents)) > 3, mine
+        assert any("Scene 1" in line or "scene 1" in line for line in mine), mine
+        assert mine[-1] == f"{prefix}  Draft  Script ready"
+    assert f"Made later [{later.pk.hex[:8]}]  Draft" in out.getvalue()
+    assert "Charlie" not in out.getvalue()
+
+
+def test_all_from_start_replays_and_refuses_an_unknown_user(make_project: Any) -> None:
+    project = make_project(title="Night trains")
+    output, code = follow("--all", "alice", "--from-start", "--timeout", "0.3")
+    assert code == 0
+    assert f"Night trains [{project.pk.hex[:8]}]  Draft" in output
+    with pytest.raises(CommandError, match="There is no user named 'nobody'"):
+        call_command("follow", "--all", "nobody", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="--since"):
+        call_command("follow", "--all", "alice", "--since", "3", stdout=io.StringIO())

@@ -23,17 +23,19 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DatabaseError, connection
+from django.db.models import Q
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from projects import bus, lifecycle
+from projects import bus, lifecycle, progress
 from projects.bus import close_bus
 from projects.consumers import BrowserOriginValidator, ProgressConsumer
-from projects.cursors import SessionCursors
+from projects.cursors import CursorMap, SessionCursors
 from projects.models import (
+    EventKind,
     LiveClient,
     Step,
     VideoProject,
@@ -620,3 +622,108 @@ def test_the_web_server_refuses_a_browser_socket_from_another_port_or_scheme(
         assert refused.value.response.status_code == 403, origin
     with connect(url, additional_headers=_token(alice), origin=asgi_server.url) as socket:
         assert _receive(socket)["type"] == "connected"
+
+
+# --- every project at once: "*" ---------------------------------------------------
+
+
+def _write(project: VideoProject, message: str) -> int:
+    """A progress event through the one write path; its seq."""
+    written = progress.write(
+        project.pk,
+        expect=Q(),
+        fields={"progress_message": message},
+        events=[(EventKind.PROGRESS, {})],
+    )
+    assert written is not None
+    return written.version
+
+
+def _until(socket: ClientConnection, kind: str) -> list[dict]:
+    """Every message up to and including the first of type `kind`."""
+    messages = [_receive(socket)]
+    while messages[-1]["type"] != kind:
+        assert messages[-1]["type"] != "error", messages[-1]
+        messages.append(_receive(socket))
+    return messages
+
+
+def test_star_follows_every_project_of_the_caller_those_made_later_too(
+    asgi_server: AsgiServer, alice: User, charlie: User, make_project: Any
+) -> None:
+    trains, ferries = make_project(title="Night trains"), make_project(title="Ferries")
+    charlies = make_project(owner=charlie, title="Charlie's")
+    with _socket(asgi_server, alice) as socket:
+        assert _receive(socket)["type"] == "connected"
+        socket.send(json.dumps({"action": "subscribe", "task_id": "*"}))
+        opening = _until(socket, "ready")
+        assert opening[0] == {"type": "subscribed", "task_id": "*", "payload": {"topics": ["*"]}}
+        assert [(m["type"], m["task_id"], m["payload"]["seq"]) for m in opening[1:3]] == [
+            ("status", str(ferries.pk), ferries.version),
+            ("status", str(trains.pk), trains.version),
+        ]
+        assert opening[3] == {"type": "ready", "task_id": "*", "payload": {"projects": 2}}
+
+        _write(charlies, "not for alice")
+        trains_seq = _write(trains, "trains moves")
+        later = make_project(title="Made later")
+        ferries_seq = _write(ferries, "ferries moves")
+        live = [_receive(socket) for _ in range(3)]
+        _ack(socket, trains, trains_seq)  # accepted, though "*" keeps no cursor
+        _settle(socket)
+
+    by_project: dict[str, list[int]] = {}
+    for message in live:
+        by_project.setdefault(message["task_id"], []).append(message["payload"]["seq"])
+    assert by_project == {
+        str(trains.pk): [trains_seq],
+        str(ferries.pk): [ferries_seq],
+        str(later.pk): [1],
+    }
+    assert next(m for m in live if m["task_id"] == str(trains.pk))["payload"]["message"] == (
+        "trains moves"
+    )
+
+
+def test_star_resumes_each_project_after_the_seqs_the_client_has(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    trains, ferries = make_project(title="Night trains"), make_project(title="Ferries")
+    had = {str(trains.pk): trains.version, str(ferries.pk): ferries.version}
+    missed = [_write(trains, "one"), _write(trains, "two")]
+    ferries_missed = _write(ferries, "three")
+    later = make_project(title="Made while away")
+
+    for since in (had, CursorMap(had).token()):  # a map, or the token of `GET events`
+        with _socket(asgi_server, alice) as socket:
+            assert _receive(socket)["type"] == "connected"
+            socket.send(json.dumps({"action": "subscribe", "task_id": "*", "since": since}))
+            replay = _until(socket, "ready")[1:-1]
+        by_project: dict[str, list[int]] = {}
+        for message in replay:
+            by_project.setdefault(message["task_id"], []).append(message["payload"]["seq"])
+        assert by_project == {
+            str(trains.pk): missed,
+            str(ferries.pk): [ferries_missed],
+            str(later.pk): [1],
+        }
+
+
+def test_star_refuses_a_bad_since_and_can_be_left(
+    asgi_server: AsgiServer, alice: User, make_project: Any
+) -> None:
+    project = make_project()
+    with _socket(asgi_server, alice) as socket:
+        assert _receive(socket)["type"] == "connected"
+        for since in ("not a token", {"nope": 1}, {str(project.pk): -1}, 7):
+            socket.send(json.dumps({"action": "subscribe", "task_id": "*", "since": since}))
+            refused = _receive(socket)
+            assert refused["type"] == "error" and refused["payload"]["code"] == "invalid"
+            assert refused["task_id"] == "*"
+        socket.send(json.dumps({"action": "subscribe", "task_id": "*"}))
+        _until(socket, "ready")
+        socket.send(json.dumps({"action": "unsubscribe", "task_id": "*"}))
+        left = _receive(socket)
+        assert left == {"type": "unsubscribed", "task_id": "*", "payload": {"topics": []}}
+        _write(project, "nobody listens")
+        _settle(socket)  # the pong comes, no event before it

@@ -37,6 +37,7 @@ urlpatterns = [
         name="scene-preview",
     ),
     path("projects/<pid:project_id>/history", views.HistoryView.as_view(), name="project-history"),
+    path("events", streams.all_events, name="all-events"),
     path("stats", views.StatsView.as_view(), name="stats"),
     path("active", views.ActiveView.as_view(), name="active"),
     path("unfinished", views.UnfinishedView.as_view(), name="unfinished"),

@@ -1,14 +1,15 @@
-/* What people do on the page: write a brief, edit and render a script, cancel, open another project. */
+/* What people do on the page: write a brief, edit and render a script, cancel, open, duplicate or delete a
+ * project. */
 
 import { api } from "./api.js";
 import { confirmDialog } from "./confirm-dialog.js";
 import { loadBalance, refusedStart, renderPrices } from "./credits.js";
-import { $, bringIntoView } from "./dom.js";
+import { $, $$, bringIntoView } from "./dom.js";
 import { clearErrors, readBrief, readScript, scriptChanged, showErrors, withBusy } from "./forms.js";
 import { clearLog, fetchLog, markLogStart } from "./log.js";
 import { announceIfDue, askNotificationPermission, toast } from "./notifications.js";
 import { applyStatus, follow, mergeStatus, pollStatus, stopFollowing } from "./progress-stream.js";
-import { loadProjects, renderProjects } from "./projects-list.js";
+import { forgetListed, loadProjects, renderProjects } from "./projects-list.js";
 import { render } from "./render.js";
 import { state } from "./state.js";
 import { isRunning, stamped, titleOf } from "./status.js";
@@ -115,7 +116,7 @@ export function showReview() {
 function leaveOpenProject() {
   stopFollowing();
   state.generation += 1;
-  Object.assign(state, { editingBrief: false, etag: null, logOffset: 0, logFrom: { seq: 0, offset: 0 }, fellBack: false });
+  Object.assign(state, { editingBrief: false, etag: null, logOffset: 0, logFrom: { seq: 0, offset: 0 }, logSeq: 0, fellBack: false });
   Object.assign(state, { briefFor: null, reviewKey: null });
   clearLog();
 }
@@ -140,6 +141,41 @@ export async function openProject(id) {
   renderProjects();
   bringIntoView($("#workspace-title")); // opened from the list, below the workspace on a phone
   if (isRunning(project)) return follow(); // with its whole log
+  state.logSeq = project.version; // a job started elsewhere shows its own lines only
   fetchLog(false); // skip the old lines, so the next job's log starts clean
   announceIfDue(project);
+}
+
+/* The project's title as the page knows it: open, or listed. */
+function titleFor(id) {
+  const project = state.project && state.project.id === id ? state.project : state.projects.find((item) => item.id === id);
+  return project ? project.title : "";
+}
+
+/* After asking: the project goes from the server and the list, and the workspace if it was open. The API's
+ * refusal (a job still running) is shown in its own words. */
+export async function deleteProject(id) {
+  const title = titleFor(id);
+  if (!(await confirmDialog($("#delete-dialog"), { title }))) return;
+  try {
+    await api("DELETE", `projects/${id}`);
+  } catch (error) {
+    if (error.status !== 404) return toast(error.message, title, "error"); // 404: gone already
+  }
+  for (const item of $$(`#toasts .toast[data-project="${CSS.escape(id)}"]`)) item.remove();
+  if (state.project && state.project.id === id) startNew();
+  forgetListed(id);
+  toast("Project deleted", title, "info");
+}
+
+/* A new draft with the same brief and script, opened at once. */
+export async function duplicateProject(id) {
+  let copy;
+  try {
+    copy = (await api("POST", `projects/${id}/duplicate`)).data;
+  } catch (error) {
+    return toast(error.message, titleFor(id), "error");
+  }
+  loadProjects();
+  await openProject(copy.id);
 }

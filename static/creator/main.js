@@ -1,11 +1,14 @@
 /* The creator page: brief → script → review → render → watch (the API contract: shared/API.md).
  * Plain ES modules, no build step; this one wires the page together. Each concern has its own module:
- * state, api, status (what a status means), render (the open project), forms, log, progress-stream
- * (Server-Sent Events, polling as the fallback), notifications, projects-list, credits, resume, and
- * actions (what people do). */
+ * state, api, status (what a status means), render (the open project), forms, log, all-projects-stream (one
+ * Server-Sent Events connection for every project), progress-stream (following the open job; polling as the
+ * fallback), notifications, projects-list, credits, resume, confirm-dialog, and actions (what people do). */
 
+import { openStream } from "./all-projects-stream.js";
 import {
   cancelJob,
+  deleteProject,
+  duplicateProject,
   editBrief,
   openProject,
   renderVideo,
@@ -22,7 +25,7 @@ import { loadBalance, renderPrices } from "./credits.js";
 import { $ } from "./dom.js";
 import { withBusy } from "./forms.js";
 import { announceIfDue } from "./notifications.js";
-import { readLiveUpdates, setLiveUpdates, startPolling } from "./progress-stream.js";
+import { liveWanted, readLiveUpdates, setLiveUpdates, startPolling } from "./progress-stream.js";
 import { loadProjects, refreshIfOthersRun, renderProjects } from "./projects-list.js";
 import { render, renderElapsed, renderRemaining, updateBriefCount } from "./render.js";
 import { offerResume } from "./resume.js";
@@ -38,6 +41,7 @@ function bindEvents() {
     "#rewrite-button": rewriteScript,
     "#render-again-button": () => startStep("render", $("#watch")),
     "#retry-button": () => startStep(state.project.currentStep || "script", $("#failure")),
+    "#duplicate-button": () => duplicateProject(state.project.id),
   };
   for (const [selector, work] of Object.entries(busyClicks)) {
     on(selector, "click", (event) => withBusy(event.currentTarget, work));
@@ -49,14 +53,18 @@ function bindEvents() {
     "#watch-new-button": startNew,
     "#new-video-button": startNew,
     "#more-projects-button": () => loadProjects(true),
+    "#delete-button": () => deleteProject(state.project.id),
   };
   for (const [selector, handler] of Object.entries(clicks)) on(selector, "click", handler);
   on("#brief-form", "submit", submitBrief);
   on("#brief-text", "input", updateBriefCount);
   on("#live-updates", "change", (event) => setLiveUpdates(event.target.checked));
   on("#projects-list", "click", (event) => {
-    const item = event.target.closest(".project-item");
-    if (item) openProject(item.dataset.id);
+    const button = event.target.closest("button[data-id]");
+    if (!button) return;
+    if (button.classList.contains("project-delete")) deleteProject(button.dataset.id);
+    else if (button.classList.contains("project-duplicate")) withBusy(button, () => duplicateProject(button.dataset.id));
+    else openProject(button.dataset.id);
   });
   on("#scenes", "input", (event) => {
     $("#script-saved").textContent = "Unsaved changes.";
@@ -90,15 +98,22 @@ async function init() {
     ticks += 1;
     if (ticks % 30 === 0) renderProjects(); // "updated 2 minutes ago" moves on
   }, 1000);
-  setInterval(refreshIfOthersRun, POLL_MS * 4);
+  setInterval(refreshIfOthersRun, POLL_MS); // while the stream is off, or failed
+  if (liveWanted()) openStream();
   loadBalance();
   try {
     const [, unfinished] = await Promise.all([loadProjects(), api("GET", "unfinished")]);
     unfinished.data.forEach(announceIfDue); // jobs that finished while the person was away
-    await offerResume(unfinished.data, { open: openProject, startNew });
+    offerResume(unfinished.data, { open: openProject, startNew: startNewProject });
   } catch (error) {
     // Without the unfinished list the page still works from a blank brief.
   }
+  root.dataset.loaded = "true"; // the list is drawn and the resume question asked, or not
+}
+
+function startNewProject() {
+  startNew();
+  $("#brief-title").focus();
 }
 
 if (root) init();

@@ -19,6 +19,7 @@ export function render() {
   draw[panel](project);
   renderPrices(project);
   $("#workspace-title").textContent = project ? project.title : "New video";
+  $("#project-tools").hidden = !project;
   document.title = isRunning(project) ? `(${project.progress}%) ${jobName(project)} — videocreation` : "videocreation";
   renderConnectionNote();
 }

@@ -104,6 +104,7 @@ def test_live_updates_follow_a_job_over_the_stream(asgi_signed_in: Page, qcluste
     page = asgi_signed_in
     requests = Requests(page)
     page.get_by_role("switch", name=LIVE_UPDATES).check()
+    page.reload()  # the page opens its one stream as it loads
     page.evaluate(RECORD_JOB)
 
     project = write_script(page, "Live night trains")
@@ -123,6 +124,7 @@ def test_a_stream_that_fails_falls_back_to_polling(asgi_signed_in: Page) -> None
     requests = Requests(page)
     page.route("**/events*", lambda route: route.abort())
     page.get_by_role("switch", name=LIVE_UPDATES).check()
+    page.reload()  # the page opens its one stream as it loads
     project = write_script(page, "Night trains, polled")
 
     expect(page.locator("#connection-note")).to_contain_text(FELL_BACK)
@@ -180,6 +182,7 @@ def test_a_stream_held_back_falls_back_to_polling(
     # Like a buffering proxy: the stream is never answered, and never fails either.
     page.route("**/events*", lambda route: None)
     page.get_by_role("switch", name=LIVE_UPDATES).check()
+    page.reload()  # the page opens its one stream as it loads
     project = write_script(page, "Night trains, held back")
 
     for _ in range(2):

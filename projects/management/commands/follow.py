@@ -3,15 +3,24 @@
 It reads the project's event log by `seq` from the database, so it never
 misses or repeats an event. Exit codes: 0 done (or nothing running),
 1 failed, 2 cancelled, 3 gave up waiting (`--timeout`).
+
+`follow --all <username>` follows every project of that user instead, those
+made while it runs too, a line per event with its project's title and short
+id, until Ctrl-C or `--timeout` (then it exits 0: there is no one outcome).
 """
 
 from __future__ import annotations
 
+import heapq
+import operator
 import time
 import uuid
+from functools import reduce
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Q
 
 from projects.models import RUNNING_STATUSES, EventKind, ProgressEvent, Status, VideoProject
 
@@ -21,6 +30,51 @@ BAR_WIDTH = 24
 
 def _events_after(project_id: Any, cursor: int) -> list[ProgressEvent]:
     return list(ProgressEvent.objects.filter(project_id=project_id, seq__gt=cursor).order_by("seq"))
+
+
+def _events_of_all(projects: Any, cursors: dict[Any, int]) -> list[tuple[ProgressEvent, str]]:
+    """The user's events after each project's cursor (a new project: all of them), with its
+    title; each project's in seq order, projects merged by when the events were written.
+    Moves `cursors` past them."""
+    behind = {
+        pk: (cursors.get(pk, 0), title)
+        for pk, title, version in projects.values_list("pk", "title", "version")
+        if version > cursors.get(pk, 0)
+    }
+    if not behind:
+        return []
+    after = reduce(operator.or_, (Q(project_id=pk, seq__gt=seq) for pk, (seq, _) in behind.items()))
+    rows = list(ProgressEvent.objects.filter(after).order_by("project_id", "seq"))
+    by_project: dict[Any, list[ProgressEvent]] = {}
+    for event in rows:
+        by_project.setdefault(event.project_id, []).append(event)
+        cursors[event.project_id] = event.seq
+    merged = heapq.merge(*by_project.values(), key=lambda event: event.created_at)
+    return [(event, behind[event.project_id][1]) for event in merged]
+
+
+def _settled(payload: dict[str, Any]) -> str:
+    """A status with no job running, as a line: how the last job ended, or the draft's state."""
+    status = payload.get("status")
+    if status == Status.FAILED:
+        return f"Failed: {(payload.get('error') or {}).get('message', 'unknown error')}"
+    if status == Status.COMPLETED:
+        return f"Video ready: {payload.get('videoUrl')}"
+    message = payload.get("progressMessage") or ""
+    if not message and payload.get("scriptData"):
+        message = "Script ready."
+    return f"{Status(status).label if status in Status.values else status}  {message}".rstrip()
+
+
+def _bar(payload: dict[str, Any]) -> str:
+    percent = int(payload.get("progress") or 0)
+    filled = BAR_WIDTH * percent // 100
+    done, total = payload.get("completedSteps", 0), payload.get("totalSteps", 0)
+    step = f"step {min(done + 1, total)}/{total}"  # the step under way, as people count
+    return (
+        f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:3d}%  {step}  "
+        f"{payload.get('progressMessage', '')}"
+    )
 
 
 def _outcome(payload: dict[str, Any]) -> int | None:
@@ -39,17 +93,25 @@ class Command(BaseCommand):
     help = "Follow a project's running job: progress bar, live log, and its outcome as exit code."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("project_id")
+        parser.add_argument("project_id", help="The project; with --all, the username.")
+        parser.add_argument(
+            "--all", action="store_true", help="Follow every project of the user named instead."
+        )
         start = parser.add_mutually_exclusive_group()
         start.add_argument("--from-start", action="store_true", help="Replay every event first.")
         start.add_argument("--since", type=int, help="Resume after this seq.")
         parser.add_argument("--timeout", type=float, help="Stop waiting after this many seconds.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        project = self._project(options["project_id"])
         self.tty = self.stdout.isatty()
         self.bar_shown = False
         self.last_bar = ""
+        if options["all"]:
+            if options["since"] is not None:
+                raise CommandError("--since is a seq of one project; with --all use --from-start.")
+            self._follow_all(self._user(options["project_id"]), options)
+            return
+        project = self._project(options["project_id"])
         self.stdout.write(f"{project.title} — {project.get_status_display()}")
         replaying = options["from_start"] or options["since"] is not None
         if not replaying and not project.is_running:
@@ -69,6 +131,46 @@ class Command(BaseCommand):
         )
         if code:
             raise SystemExit(code)
+
+    def _user(self, username: str) -> Any:
+        try:
+            return get_user_model().objects.get(username=username)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"There is no user named {username!r}.") from None
+
+    # --- every project of a user ---
+
+    def _follow_all(self, user: Any, options: dict[str, Any]) -> None:
+        projects = VideoProject.objects.owned_by(user)
+        cursors = {} if options["from_start"] else dict(projects.values_list("pk", "version"))
+        running = projects.running().order_by("created_at")
+        self.stdout.write(
+            f"Following the {len(cursors) if cursors else projects.count()} projects of "
+            f"{user.get_username()} ({running.count()} running); Ctrl-C to stop."
+        )
+        if not options["from_start"]:
+            for project in running:
+                self._line_of(project.pk, project.title, _bar(project.to_progress_dict()))
+        deadline = time.monotonic() + options["timeout"] if options["timeout"] else None
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                self._show_all(_events_of_all(projects, cursors))
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            pass
+
+    def _show_all(self, events: list[tuple[ProgressEvent, str]]) -> None:
+        for event, title in events:
+            if event.kind == EventKind.LOG:
+                for line in event.payload.get("lines", [event.payload.get("line", "")]):
+                    self._line_of(event.project_id, title, line)
+            elif event.kind == EventKind.PROGRESS or event.payload["status"] in RUNNING_STATUSES:
+                self._line_of(event.project_id, title, _bar(event.payload))
+            elif event.kind == EventKind.STATUS:  # the failure is told once, by its status
+                self._line_of(event.project_id, title, _settled(event.payload))
+
+    def _line_of(self, project_id: Any, title: str, text: str) -> None:
+        self.stdout.write(f"{title} [{uuid.UUID(str(project_id)).hex[:8]}]  {text}")
 
     def _project(self, project_id: str) -> VideoProject:
         try:
@@ -124,14 +226,7 @@ class Command(BaseCommand):
             self._line("Script ready.")
 
     def _draw(self, payload: dict[str, Any]) -> None:
-        percent = int(payload.get("progress") or 0)
-        filled = BAR_WIDTH * percent // 100
-        done, total = payload.get("completedSteps", 0), payload.get("totalSteps", 0)
-        step = f"step {min(done + 1, total)}/{total}"  # the step under way, as people count
-        text = (
-            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:3d}%  {step}  "
-            f"{payload.get('progressMessage', '')}"
-        )
+        text = _bar(payload)
         if text == self.last_bar:
             return
         self.last_bar = text
