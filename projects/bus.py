@@ -58,7 +58,7 @@ import socket
 import sqlite3
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 from pathlib import Path
@@ -68,7 +68,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from projects import metrics
 from projects.cursors import SessionCursors
@@ -184,13 +184,18 @@ async def read_events(project_id: Any, after: int, limit: int = REPLAY_CHUNK) ->
     return [LoggedEvent(event.to_dict(), key) async for event in events[:limit]]
 
 
+def events_after(cursors: Mapping[Any, int]) -> QuerySet[ProgressEvent]:
+    """The events after each project's cursor, project by project in seq order."""
+    after = reduce(operator.or_, (Q(project_id=key, seq__gt=seq) for key, seq in cursors.items()))
+    return ProgressEvent.objects.filter(after).order_by("project_id", "seq")
+
+
 async def read_events_of(
     cursors: Mapping[str, int], limit: int = REPLAY_CHUNK
 ) -> list[LoggedEvent]:
-    """The events after each project's cursor, project by project in seq order; `limit` in all."""
-    after = reduce(operator.or_, (Q(project_id=key, seq__gt=seq) for key, seq in cursors.items()))
-    events = ProgressEvent.objects.filter(after).order_by("project_id", "seq")
-    return [LoggedEvent(event.to_dict(), str(event.project_id)) async for event in events[:limit]]
+    """`events_after(cursors)` as clients see them; `limit` in all."""
+    events = events_after(cursors)[:limit]
+    return [LoggedEvent(event.to_dict(), str(event.project_id)) async for event in events]
 
 
 async def _latest_seq(project_id: str) -> int:
@@ -412,6 +417,16 @@ class ProjectsFeed:
     def replaying(self) -> bool:
         """Whether some project's events are still to be read from the log."""
         return bool(self._behind)
+
+    async def unfinished(self) -> AsyncIterator[VideoProject]:
+        """The owner's unfinished projects (as `GET unfinished`), newest first: where a
+        client without cursors starts. Each project's cursor moves to its version, since
+        its status tells what the events before it did."""
+        projects = VideoProject.objects.filter(owner_id=self.subscription.owner_id)
+        async for project in projects.unfinished().order_by("-created_at"):
+            key = str(project.pk)
+            self.cursors[key] = max(self.cursors.get(key, 0), project.version)
+            yield project
 
     async def replay(self) -> list[LoggedEvent]:
         """The next events read from the log for the projects behind; [] once none is."""

@@ -438,10 +438,7 @@ class ProgressConsumer(AsyncJsonWebsocketConsumer):
         feed = self.all_feed = await self.bus.projects_feed(self.user.pk, cursors)
         if cursors is None:
             # Subscribed first, so nothing after these reads is missed.
-            projects = VideoProject.objects.owned_by(self.user).unfinished()
-            async for project in projects.order_by("-created_at"):
-                key = str(project.pk)
-                feed.cursors[key] = max(feed.cursors.get(key, 0), project.version)
+            async for project in feed.unfinished():
                 await self.send_json(status_message(project))
         self.feeds[ALL] = asyncio.create_task(self._pump_all(feed), name="ws-feed-all")
 

@@ -31,7 +31,7 @@ from projects.api import browsable
 from projects.api.auth import token_key, token_user
 from projects.api.errors import json_error, validation_body
 from projects.api.serializers import MAX_SEQ, StrictSerializer
-from projects.bus import BusClosed, LoggedEvent, ProjectsFeed, TooManyStreams, get_bus
+from projects.bus import BusClosed, LoggedEvent, TooManyStreams, get_bus
 from projects.cursors import CursorMap, decode_token
 from projects.models import LiveClient, Transport, VideoProject
 from projects.ownership import (
@@ -434,8 +434,11 @@ async def _all_events_stream(
         if since is None:
             # A new client starts from the current state of each project still in
             # hand, as `GET unfinished` lists them; the others from now on.
-            async for status in _unfinished_statuses(owner_id, feed):
-                yield status.encode(sent)
+            async for project in feed.unfinished():
+                key, seq = str(project.pk), project.version
+                sent.move(key, seq)
+                lines = _all_lines("status", seq, key, project.to_status_dict())
+                yield b"id: " + sent.token().encode() + b"\n" + lines
         while feed.replaying:
             if events := await feed.replay():
                 yield _all_encoded(events, sent)
@@ -460,28 +463,6 @@ async def _all_events_stream(
         await _forget(bus, client)
 
 
-class _Status:
-    """A project's current state, as the `status` event a new stream starts with."""
-
-    def __init__(self, project: VideoProject) -> None:
-        self.project_id = str(project.pk)
-        self.seq = project.version
-        self.payload = project.to_status_dict()
-
-    def encode(self, sent: CursorMap) -> bytes:
-        sent.move(self.project_id, self.seq)
-        return _all_format(sent.token(), "status", self.seq, self.project_id, self.payload)
-
-
-async def _unfinished_statuses(owner_id: Any, feed: ProjectsFeed) -> AsyncIterator[_Status]:
-    projects = VideoProject.objects.filter(owner_id=owner_id).unfinished().order_by("-created_at")
-    async for project in projects:
-        key = str(project.pk)
-        if project.version > feed.cursors.get(key, 0):
-            feed.cursors[key] = project.version  # what the status already tells
-        yield _Status(project)
-
-
 def _all_encoded(events: list[LoggedEvent], sent: CursorMap) -> bytes:
     """The events as SSE bytes, each with the cursor map after it as its `id`."""
     parts = []
@@ -493,14 +474,12 @@ def _all_encoded(events: list[LoggedEvent], sent: CursorMap) -> bytes:
 
 def _sse_all_bytes(event: LoggedEvent) -> bytes:
     """An event's `event:` and `data:` lines: the same for every stream that sends it."""
-    payload = event["payload"] | {"seq": event["seq"], "projectId": event.project_id}
-    data = json.dumps(payload, separators=(",", ":"))
-    return f"event: {event['kind']}\ndata: {data}\n\n".encode()
+    return _all_lines(event["kind"], event["seq"], event.project_id, event["payload"])
 
 
-def _all_format(token: str, kind: str, seq: int, project_id: str, payload: dict) -> bytes:
+def _all_lines(kind: str, seq: int, project_id: str, payload: dict) -> bytes:
     data = json.dumps(payload | {"seq": seq, "projectId": project_id}, separators=(",", ":"))
-    return f"id: {token}\nevent: {kind}\ndata: {data}\n\n".encode()
+    return f"event: {kind}\ndata: {data}\n\n".encode()
 
 
 # --- serving streams without a thread each -----------------------------------------

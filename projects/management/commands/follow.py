@@ -12,16 +12,14 @@ id, until Ctrl-C or `--timeout` (then it exits 0: there is no one outcome).
 from __future__ import annotations
 
 import heapq
-import operator
 import time
 import uuid
-from functools import reduce
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Q
 
+from projects.bus import events_after
 from projects.models import RUNNING_STATUSES, EventKind, ProgressEvent, Status, VideoProject
 
 POLL_SECONDS = 0.25
@@ -43,8 +41,7 @@ def _events_of_all(projects: Any, cursors: dict[Any, int]) -> list[tuple[Progres
     }
     if not behind:
         return []
-    after = reduce(operator.or_, (Q(project_id=pk, seq__gt=seq) for pk, (seq, _) in behind.items()))
-    rows = list(ProgressEvent.objects.filter(after).order_by("project_id", "seq"))
+    rows = list(events_after({pk: seq for pk, (seq, _) in behind.items()}))
     by_project: dict[Any, list[ProgressEvent]] = {}
     for event in rows:
         by_project.setdefault(event.project_id, []).append(event)
