@@ -335,17 +335,19 @@ def delete_project(project: VideoProject) -> None:
     the deletion commits, so a rollback leaves nothing missing.
     """
     with transaction.atomic():
-        # A compare-and-set that also takes the row's lock (SQLite: the write
-        # lock): a start racing with us waits, then finds the project gone.
-        idle = (
-            VideoProject.objects.filter(pk=project.pk)
-            .exclude(status__in=RUNNING_STATUSES)
-            .update(updated_at=timezone.now())
+        # The row's lock (SQLite: the write lock the transaction begins with), as
+        # `start_job` takes it: a start racing with us waits, then finds it gone.
+        found = (
+            VideoProject.objects.select_for_update()
+            .filter(pk=project.pk)
+            .values_list("status", "video")
+            .first()
         )
-        if idle != 1:
-            status = _current_status(project.pk)
+        if found is None:
+            raise ProjectNotFound
+        status, video = found
+        if status in RUNNING_STATUSES:
             raise Conflict(_undeletable_message(status), status)
-        video = VideoProject.objects.values_list("video", flat=True).get(pk=project.pk)
         VideoProject.objects.filter(pk=project.pk).delete()
         transaction.on_commit(partial(_remove_files, project.pk, video))
 
