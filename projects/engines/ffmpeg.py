@@ -115,8 +115,12 @@ def run_ffmpeg(
     if duration <= 0:
         raise EngineError(f"{label}: output duration must be positive, not {duration}")
     with tempfile.TemporaryFile() as stderr_file:
+        has_feed = feed is not None
         proc = _start(
-            _command(args, has_feed=feed is not None), stderr_file, feed is not None, label
+            _command(args, has_feed=has_feed),
+            stderr_file,
+            label,
+            stdin=subprocess.PIPE if has_feed else subprocess.DEVNULL,
         )
         feeder = _Feeder(proc, feed) if feed is not None else None
         try:
@@ -150,16 +154,7 @@ def pipe_frames(args: list[str], frames: Iterable[bytes], *, label: str) -> None
     """
     with tempfile.TemporaryFile() as stderr_file:
         command = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *args]
-        try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr_file,
-                start_new_session=True,
-            )
-        except OSError as error:
-            raise EngineError(f"{label}: could not start ffmpeg ({error.strerror})") from error
+        proc = _start(command, stderr_file, label, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert proc.stdin is not None
         try:
             for frame in frames:
@@ -188,16 +183,7 @@ def read_sound(path: Path, sample_rate: int) -> Generator[bytes, None, None]:
     command += ["-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
     label = f"Reading the sound of {path.name}"
     with tempfile.TemporaryFile() as stderr_file:
-        try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr_file,
-                start_new_session=True,
-            )
-        except OSError as error:
-            raise EngineError(f"{label}: could not start ffmpeg ({error.strerror})") from error
+        proc = _start(command, stderr_file, label, stdin=subprocess.DEVNULL)
         assert proc.stdout is not None
         try:
             while block := proc.stdout.read(65536):
@@ -220,13 +206,19 @@ def _command(args: list[str], *, has_feed: bool) -> list[str]:
 
 
 def _start(
-    cmd: list[str], stderr_file: IO[bytes], has_feed: bool, label: str
+    cmd: list[str],
+    stderr_file: IO[bytes],
+    label: str,
+    *,
+    stdin: int,
+    stdout: int = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
+    """ffmpeg in a process group of its own (so a kill reaches what it starts)."""
     try:
         return subprocess.Popen(
             cmd,
-            stdin=subprocess.PIPE if has_feed else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdin=stdin,
+            stdout=stdout,
             # A file, not a pipe: nobody reads stderr while ffmpeg runs, and a
             # full pipe would block ffmpeg forever.
             stderr=stderr_file,
