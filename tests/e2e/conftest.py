@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import AsgiServer
 
@@ -94,6 +94,9 @@ def sign_in_as_alice(page: Page) -> Page:
     page.get_by_label("Password").fill("alice-password-1")
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/")
+    # Signed in once the page has drawn its list and opened its stream: a test that
+    # counts the page's requests from here on does not see the first load's.
+    expect(page.locator("#creator")).to_have_attribute("data-loaded", "true")
     return page
 
 
