@@ -33,6 +33,8 @@ from credits import ledger
 from projects import dispatch, progress, storage
 from projects.models import RUNNING_STATUSES, EventKind, Status, Step, VideoProject
 from projects.ownership import ProjectNotFound
+from webhooks import outbox
+from webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,7 @@ def start_job(
             raise Conflict("Write the script before rendering the video.", status)
         # Refused: InsufficientCredits rolls the start back with the rest.
         ledger.charge_job(started, started.job_number, step, price, _job_reason(started, step))
+        outbox.job_changed(started, EventType.STARTED)
         _enqueue(started)
     return started
 
@@ -230,6 +233,7 @@ def cancel(project: VideoProject) -> VideoProject:
             ledger.refund_jobs(
                 cancelled, cancelled.job_number, f"Refund: the {step} job was cancelled"
             )
+            outbox.job_changed(cancelled, EventType.CANCELLED)
             _free_a_place(cancelled)
     if cancelled is None:
         raise Conflict("There is no running job to cancel.", _current_status(project.pk))
@@ -507,7 +511,18 @@ def finish_render(project_id: Any, lease_owner: str, video_name: str) -> bool:
 def _finish(
     project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]
 ) -> VideoProject | None:
-    finished = progress.write(
+    with transaction.atomic():
+        finished = _write_finished(project_id, lease_owner, running, fields)
+        if finished is not None:
+            outbox.job_changed(finished, EventType.COMPLETED)
+            _free_a_place(finished)
+    return finished
+
+
+def _write_finished(
+    project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]
+) -> VideoProject | None:
+    return progress.write(
         project_id,
         expect=Q(status=running, lease_owner=lease_owner),
         fields={
@@ -520,9 +535,6 @@ def _finish(
         },
         events=_status_event(),
     )
-    if finished is not None:
-        _free_a_place(finished)
-    return finished
 
 
 def fail(
@@ -566,6 +578,7 @@ def fail(
         if failed is not None:
             step = failed.current_step
             ledger.refund_jobs(failed, failed.job_number, f"Refund: the {step} job failed")
+            outbox.job_changed(failed, EventType.FAILED)
             _free_a_place(failed)
     return failed is not None
 

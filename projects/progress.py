@@ -37,6 +37,7 @@ from projects.models import (
     Step,
     VideoProject,
 )
+from webhooks import outbox
 
 Event = tuple[str, dict[str, Any]]
 # Events that say the project's state changed, not just how far its job has got.
@@ -55,7 +56,8 @@ def write(
     if "resume_dismissed" not in fields and any(kind in _CHANGES for kind, _ in events):
         # The project's state changes: an owner who said "Not now" is asked again.
         fields = {**fields, "resume_dismissed": False}
-    with transaction.atomic():
+    # Inside a caller's transaction no savepoint: a failure here fails the whole change.
+    with transaction.atomic(savepoint=False):
         updated = VideoProject.objects.filter(expect, pk=project_id).update(
             **fields, version=F("version") + len(events), updated_at=timezone.now()
         )
@@ -266,7 +268,19 @@ class Reporter:
         # Every line since the last write travels in one event, however many there are.
         events: list[Event] = [log_event(*pending.log_lines)] if pending.log_lines else []
         events.append((EventKind.PROGRESS, {}))
-        project = write(
+        with transaction.atomic():
+            project = self._write(pending, events)
+            if project is not None:
+                # In the same transaction: a committed report has its messages (webhooks/outbox.py).
+                outbox.job_progressed(project)
+        if project is None:
+            raise JobCancelled()
+        pending.take_log()
+        self.dirty = False
+        self.last_write = self.last_contact = self.clock()
+
+    def _write(self, pending: _Pending, events: list[Event]) -> VideoProject | None:
+        return write(
             self.project_id,
             expect=Q(status=self.status, lease_owner=self.lease_owner),
             fields={
@@ -279,11 +293,6 @@ class Reporter:
             },
             events=events,
         )
-        if project is None:
-            raise JobCancelled()
-        pending.take_log()
-        self.dirty = False
-        self.last_write = self.last_contact = self.clock()
 
     # --- inside ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 
 from projects import bus, dispatch, lifecycle, pipeline, progress
+from webhooks import outbox
 
 
 def generate_script(project_id: str) -> None:
@@ -19,7 +20,7 @@ def render_video(project_id: str) -> None:
 
 def sweep_lost_jobs() -> int:
     """A once-a-minute backstop for plain `qcluster` clusters; `worker` sweeps every second."""
-    return lifecycle.sweep_lost_jobs() + dispatch.relay()
+    return lifecycle.sweep_lost_jobs() + dispatch.relay() + outbox.relay()
 
 
 def prune_history() -> int:

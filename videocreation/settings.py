@@ -165,6 +165,7 @@ INSTALLED_APPS = [
     "django_q",
     "projects",
     "credits",
+    "webhooks",
     "axes",
 ]
 
@@ -361,6 +362,50 @@ CREATOR_POLL_MS = env_int("CREATOR_POLL_MS", 3000, minimum=100)
 # switched; on by default (live is what people expect).
 CREATOR_USE_SSE = env_bool("CREATOR_USE_SSE", True)
 
+# --- Webhooks (see webhooks/) ------------------------------------------------
+
+
+def env_schedule(name: str, default: str) -> list[float]:
+    """Seconds between attempts, comma-separated, each a positive number."""
+    raw = env_str(name, default)
+    try:
+        schedule = [float(item) for item in raw.split(",") if item.strip()]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be seconds separated by commas, not {raw!r}."
+        ) from None
+    if any(seconds <= 0 for seconds in schedule):
+        raise ImproperlyConfigured(f"{name} must hold positive numbers of seconds, not {raw!r}.")
+    return schedule
+
+
+# A failed delivery is tried again after each of these waits in turn, then given
+# up: the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+WEBHOOK_RETRY_SCHEDULE = env_schedule("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
+# An endpoint whose every attempt failed for this long is turned off.
+WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 86400.0, minimum=1.0)
+# At most one `job.progress` per endpoint this often.
+WEBHOOK_PROGRESS_SECONDS = env_float("WEBHOOK_PROGRESS_SECONDS", 10.0, minimum=0.0)
+# One attempt, from connecting to the end of the answer read.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# How much of a receiver's answer is read and kept (bytes).
+WEBHOOK_RESPONSE_LIMIT = env_int("WEBHOOK_RESPONSE_LIMIT", 4096, minimum=0)
+# A message handed to the broker this long ago and still not attempted is sent again:
+# the broker lost it, or the worker that took it died. A second task is harmless
+# (the first to claim the message attempts it; the other finds nothing due).
+WEBHOOK_TASK_LOST_SECONDS = env_float("WEBHOOK_TASK_LOST_SECONDS", 60.0, minimum=0.1)
+# Private, loopback and link-local receivers are refused unless this is on
+# (tests, development): a webhook must not reach what only our machines reach.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# Deliveries have their own django-q2 queue, and `manage.py worker` its own cluster
+# of this many processes for it: a message does not wait behind long jobs.
+WEBHOOK_QUEUE = env_str("WEBHOOK_QUEUE", f"{Q_CLUSTER['name']}-webhooks")
+WEBHOOK_WORKERS = env_int("WEBHOOK_WORKERS", 2, minimum=1)
+# A user keeps at most this many endpoints.
+WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 10, minimum=1)
+# How long a rotated-out secret still signs beside the new one.
+WEBHOOK_SECRET_GRACE_SECONDS = env_float("WEBHOOK_SECRET_GRACE_SECONDS", 86400.0)
+
 # --- Live events (see projects/bus.py) -----------------------------------
 
 # How a committed event wakes the web processes: PostgreSQL NOTIFY, Redis
@@ -467,6 +512,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the webhook event types, wherever a field lists them.
+    "ENUM_NAME_OVERRIDES": {"WebhookEventEnum": "webhooks.models.EVENT_TYPES"},
     # Project ids take any URL segment (projects.ownership); their schema is still a UUID.
     "PATH_CONVERTER_OVERRIDES": {"pid": {"type": "string", "format": "uuid"}},
     "POSTPROCESSING_HOOKS": [

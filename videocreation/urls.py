@@ -16,7 +16,7 @@ from projects.operator_page import operator_page
 from projects.views import CreatorPage
 
 # Each is also the name of the URL it links to.
-API_ROOT_LINKS = ("projects", "unfinished", "credits", "schema", "docs")
+API_ROOT_LINKS = ("projects", "unfinished", "credits", "webhooks", "schema", "docs")
 
 
 # Described for the schema: `check --deploy` warns about a view it cannot describe.
@@ -27,7 +27,7 @@ API_ROOT_LINKS = ("projects", "unfinished", "credits", "schema", "docs")
 )
 @api_view(["GET"])
 def api_root(request: Request) -> Response:
-    """The video-creation API: your projects, and those still unfinished."""
+    """The video-creation API: your projects, those still unfinished, credits and webhooks."""
     return Response({link: reverse(link, request=request) for link in API_ROOT_LINKS})
 
 
@@ -40,6 +40,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/video-creation/", api_root, name="api-root"),
     path("api/video-creation/", include("projects.api.urls")),
+    path("api/video-creation/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("v1/models", openai_api.models, name="openai-models"),

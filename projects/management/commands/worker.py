@@ -1,11 +1,15 @@
-"""`manage.py worker`: a django-q2 cluster, and beside it the sweeper that keeps jobs moving.
+"""`manage.py worker`: the django-q2 clusters, and beside them the sweeper that keeps jobs moving.
+
+Two clusters: one runs jobs, the other webhook deliveries from their own queue
+(`WEBHOOK_QUEUE`), so a message is sent while every job worker is busy.
 
 django-q2 runs schedules at most once a minute, and a dead worker's job must
 be taken up again within seconds; so every worker's own main process sweeps,
 once every `JOB_SWEEP_SECONDS`: it puts back jobs whose lease ran out (their
 worker died) and relays queued jobs whose task never reached the broker or was
 lost with it, admits jobs waiting for a place and numbers the line (see
-`projects/dispatch.py`). Sweeping is a conditional update,
+`projects/dispatch.py`), and sends the webhook messages whose attempt is due
+(`webhooks/outbox.py`). Sweeping is a conditional update,
 so any number of workers may sweep at once.
 
 Each sweep also records the cluster's heartbeat (`WorkerHeartbeat`), which
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -28,6 +33,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from django.db.models.functions import Now
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.cluster import Cluster
 from django_q.conf import Conf
 from redis.exceptions import RedisError
@@ -35,6 +41,7 @@ from redis.exceptions import RedisError
 from projects import dispatch, lifecycle
 from projects.models import WorkerHeartbeat
 from videocreation.health import this_queue
+from webhooks import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +52,47 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # django-q2 signs every task with it: fail here, not in the first task.
         settings.SECRET_KEY  # noqa: B018
-        cluster = Cluster()
-        # Forks first: the cluster's processes must not share this process's connection.
-        cluster.start()
+        clusters = [Cluster(), Cluster(get_broker(settings.WEBHOOK_QUEUE))]
+        # Each Cluster takes SIGTERM and SIGINT for itself; the last one made would win.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: _stop(clusters))
+        # Forks first: the clusters' processes must not share this process's connection.
+        jobs, deliveries = clusters
+        jobs.start()
+        _start_delivery_cluster(deliveries)
         heartbeat = Heartbeat()
         try:
-            while cluster.sentinel is not None and cluster.sentinel.is_alive():
+            while all(_alive(cluster) for cluster in clusters):
                 sweep_once(heartbeat)
                 time.sleep(settings.JOB_SWEEP_SECONDS)
         finally:
             heartbeat.forget()
+            _stop(clusters)
+
+
+def _alive(cluster: Cluster) -> bool:
+    return cluster.sentinel is not None and cluster.sentinel.is_alive()
+
+
+def _stop(clusters: list[Cluster]) -> None:
+    for cluster in clusters:
+        if _alive(cluster):
+            cluster.stop()
+
+
+def _start_delivery_cluster(cluster: Cluster) -> None:
+    """The cluster of webhook deliveries: its own queue and `WEBHOOK_WORKERS` processes.
+
+    Deliveries are short and must not wait behind jobs that hold every job
+    worker for minutes. django-q2 sizes a cluster from its global `Conf.WORKERS`,
+    read in the forked sentinel as it starts: it is set for that moment only.
+    """
+    workers = Conf.WORKERS
+    Conf.WORKERS = settings.WEBHOOK_WORKERS
+    try:
+        cluster.start()
+    finally:
+        Conf.WORKERS = workers
 
 
 class Heartbeat:
@@ -102,6 +140,7 @@ def sweep_once(heartbeat: Heartbeat | None = None) -> None:
     try:
         lifecycle.sweep_lost_jobs()
         dispatch.relay()
+        outbox.relay()
     except (DatabaseError, RedisError) as error:
         # The database or the broker is restarting or unreachable: try again next
         # tick. (An error escaping here would end the sweeper for good, while the
