@@ -31,6 +31,7 @@ import { render, renderElapsed, renderRemaining, updateBriefCount } from "./rend
 import { offerResume } from "./resume.js";
 import { state } from "./state.js";
 import { isRunning } from "./status.js";
+import { setUpWebhooks } from "./webhooks.js";
 
 function bindEvents() {
   const on = (selector, type, handler) => $(selector).addEventListener(type, handler);
@@ -101,6 +102,7 @@ async function init() {
   setInterval(refreshIfOthersRun, POLL_MS); // while the stream is off, or failed
   if (liveWanted()) openStream();
   loadBalance();
+  setUpWebhooks();
   try {
     const [, unfinished] = await Promise.all([loadProjects(), api("GET", "unfinished")]);
     unfinished.data.forEach(announceIfDue); // jobs that finished while the person was away
