@@ -152,6 +152,7 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["state", "next_attempt_at"], name="webhooks_delivery_due"),
             models.Index(fields=["endpoint", "-created_at"], name="webhooks_delivery_recent"),
