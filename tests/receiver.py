@@ -1,5 +1,7 @@
 """A webhook receiver on loopback: it records every request and answers as a test tells it.
 
+(And `register`, which makes an endpoint through the API.)
+
 `answers` is the script of what it says, in order (a status code, or `HANG` to
 accept the request and never answer); after the script it answers 200.
 """
@@ -12,8 +14,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from rest_framework.test import APIClient
 
 HANG = "hang"
+WEBHOOKS = "/api/video-creation/webhooks"
+
+
+def register(api: APIClient, url: str, events: list[str] | None = None) -> dict[str, Any]:
+    """An endpoint made through the API (all events unless named): its body, with its secret."""
+    body: dict[str, Any] = {"url": url}
+    if events is not None:
+        body["events"] = events
+    answer = api.post(WEBHOOKS, body, format="json")
+    assert answer.status_code == 201, answer.json()
+    return answer.json()
 
 
 @dataclass

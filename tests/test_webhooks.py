@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from projects import lifecycle, progress
 from projects.models import Status, Step, VideoProject
-from tests.receiver import HANG, Receiver, receiver
+from tests.receiver import HANG, Receiver, receiver, register
 from webhooks import outbox, sending
 from webhooks.addresses import RefusedAddress, check_url, connection_for
 from webhooks.models import Attempt, Delivery, DeliveryState, Endpoint
@@ -38,15 +38,6 @@ def allow_loopback(settings: Any) -> None:
 def hooks(allow_loopback: None) -> Iterator[Receiver]:
     with receiver() as listening:
         yield listening
-
-
-def register(api: APIClient, url: str, events: list[str] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"url": url}
-    if events is not None:
-        body["events"] = events
-    answer = api.post(WEBHOOKS, body, format="json")
-    assert answer.status_code == 201, answer.json()
-    return answer.json()
 
 
 def readme_receiver() -> Callable[[str, bytes, dict[str, str]], Any]:

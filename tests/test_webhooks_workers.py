@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook
 
 from projects import lifecycle
 from projects.models import Step, VideoProject
-from tests.receiver import Received, Receiver, receiver
+from tests.receiver import Received, Receiver, receiver, register
 from tests.waiting import wait_for
 from webhooks.models import Attempt, Delivery, DeliveryState
 
@@ -58,15 +58,6 @@ def worker(
 def hooks() -> Iterator[Receiver]:
     with receiver() as listening:
         yield listening
-
-
-def register(api: APIClient, url: str, events: list[str] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"url": url}
-    if events is not None:
-        body["events"] = events
-    answer = api.post(WEBHOOKS, body, format="json")
-    assert answer.status_code == 201, answer.json()
-    return answer.json()
 
 
 def message(request: Received) -> dict[str, Any]:
