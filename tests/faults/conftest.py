@@ -289,14 +289,17 @@ class Product:
     def wait_until_running(
         self, worker: subprocess.Popen[bytes], name: str = "worker", timeout: float = 30
     ) -> None:
-        """Until the cluster took its broker (a worker started while the broker is down exits)."""
+        """Until both its clusters (jobs, webhook deliveries) took their broker.
+
+        A worker started while the broker is down exits.
+        """
 
         def running() -> bool:
             if worker.poll() is not None:
                 raise AssertionError(f"The worker exited: {self.log(name)[-3000:]}")
-            return "Q Cluster" in (log := self.log(name)) and "running." in log
+            return self.log(name).count("] running.") >= 2
 
-        wait_for(running, f"the worker {name!r} to run its cluster", timeout)
+        wait_for(running, f"the worker {name!r} to run its clusters", timeout)
 
     def start_web_server(self, env: dict[str, str], name: str = "web") -> AsgiServer:
         server = AsgiServer(self.logs / f"{name}.log", {"DEBUG": "0", **env})
