@@ -512,29 +512,23 @@ def _finish(
     project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]
 ) -> VideoProject | None:
     with transaction.atomic():
-        finished = _write_finished(project_id, lease_owner, running, fields)
+        finished = progress.write(
+            project_id,
+            expect=Q(status=running, lease_owner=lease_owner),
+            fields={
+                **fields,
+                "progress": 100,
+                "completed_steps": F("total_steps"),
+                "completed_at": timezone.now(),
+                "lease_owner": "",
+                "lease_expires_at": None,
+            },
+            events=_status_event(),
+        )
         if finished is not None:
             outbox.job_changed(finished, EventType.COMPLETED)
             _free_a_place(finished)
     return finished
-
-
-def _write_finished(
-    project_id: Any, lease_owner: str, running: Status, fields: dict[str, Any]
-) -> VideoProject | None:
-    return progress.write(
-        project_id,
-        expect=Q(status=running, lease_owner=lease_owner),
-        fields={
-            **fields,
-            "progress": 100,
-            "completed_steps": F("total_steps"),
-            "completed_at": timezone.now(),
-            "lease_owner": "",
-            "lease_expires_at": None,
-        },
-        events=_status_event(),
-    )
 
 
 def fail(

@@ -269,7 +269,20 @@ class Reporter:
         events: list[Event] = [log_event(*pending.log_lines)] if pending.log_lines else []
         events.append((EventKind.PROGRESS, {}))
         with transaction.atomic():
-            project = self._write(pending, events)
+            project = write(
+                self.project_id,
+                expect=Q(status=self.status, lease_owner=self.lease_owner),
+                fields={
+                    "progress": pending.progress,
+                    "progress_message": pending.message,
+                    "current_step": self.step,
+                    "completed_steps": pending.completed_steps,
+                    "total_steps": len(self.stages),
+                    "lease_expires_at": timezone.now()
+                    + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+                },
+                events=events,
+            )
             if project is not None:
                 # In the same transaction: a committed report has its messages (webhooks/outbox.py).
                 outbox.job_progressed(project)
@@ -278,21 +291,6 @@ class Reporter:
         pending.take_log()
         self.dirty = False
         self.last_write = self.last_contact = self.clock()
-
-    def _write(self, pending: _Pending, events: list[Event]) -> VideoProject | None:
-        return write(
-            self.project_id,
-            expect=Q(status=self.status, lease_owner=self.lease_owner),
-            fields={
-                "progress": pending.progress,
-                "progress_message": pending.message,
-                "current_step": self.step,
-                "completed_steps": pending.completed_steps,
-                "total_steps": len(self.stages),
-                "lease_expires_at": timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-            },
-            events=events,
-        )
 
     # --- inside ----------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from rest_framework.test import APIClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from projects import lifecycle, progress
+from projects.api.serializers import PLAIN_MESSAGES
 from projects.models import Status, Step, VideoProject
 from tests.receiver import HANG, Receiver, receiver, register
+from webhooks import api as webhooks_api
 from webhooks import outbox, sending
 from webhooks.addresses import RefusedAddress, check_url, connection_for
 from webhooks.models import Attempt, Delivery, DeliveryState, Endpoint
@@ -548,3 +550,33 @@ def test_an_attempt_that_outlived_its_claim_leaves_the_record_to_the_next(
     assert sending.deliver(delivery.pk) is None
     assert [a.number for a in Attempt.objects.all()] == [1]
     assert Delivery.objects.get().state == DeliveryState.DELIVERED
+
+
+def test_a_refused_address_reads_as_a_sentence_and_is_not_remembered(
+    alice_api: APIClient, settings: Any
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES = False
+    known = len(PLAIN_MESSAGES)
+    for port in range(8000, 8005):
+        answer = alice_api.post(WEBHOOKS, {"url": f"http://10.1.2.3:{port}/"}, format="json")
+        assert answer.json()["detail"].startswith("10.1.2.3 is a private")
+    assert len(PLAIN_MESSAGES) == known, "each request's sentence stays with its request"
+
+
+def test_an_edit_changes_only_what_it_names(
+    alice_api: APIClient, hooks: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender marks the endpoint failing while the owner's PATCH is under way."""
+    made = register(alice_api, hooks.url)
+    failing_since = timezone.now() - timedelta(hours=3)
+    reads = webhooks_api.owned_endpoint
+
+    def read_then_fail(request: Any, endpoint_id: Any) -> Endpoint:
+        endpoint = reads(request, endpoint_id)
+        Endpoint.objects.filter(pk=endpoint_id).update(failing_since=failing_since)
+        return endpoint
+
+    monkeypatch.setattr(webhooks_api, "owned_endpoint", read_then_fail)
+    edited = alice_api.patch(f"{WEBHOOKS}/{made['id']}", {"description": "CMS"}, format="json")
+    assert edited.json()["description"] == "CMS"
+    assert Endpoint.objects.get().failing_since == failing_since

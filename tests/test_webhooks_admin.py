@@ -19,7 +19,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from webhooks import outbox
-from webhooks.admin import DELIVERY_LIST_URL_CHARS, RECENT_DELIVERIES, TURNED_OFF_BY_OPERATOR
+from webhooks.admin import DELIVERY_LIST_URL_CHARS, RECENT_DELIVERIES
+from webhooks.endpoints import TURNED_OFF_BY_OPERATOR
 from webhooks.models import EVENT_TYPES, Attempt, Delivery, DeliveryState, Endpoint, new_secret
 
 pytestmark = pytest.mark.django_db

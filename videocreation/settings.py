@@ -68,6 +68,17 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_schedule(name: str, default: str) -> list[float]:
+    """Seconds between attempts, comma-separated, each a positive number; empty: the default."""
+    try:
+        schedule = [float(item) for item in env_list(name, default) or default.split(",")]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be seconds separated by commas.") from None
+    if not schedule or any(seconds <= 0 for seconds in schedule):
+        raise ImproperlyConfigured(f"{name} must hold positive numbers of seconds.")
+    return schedule
+
+
 _RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
 
 
@@ -363,21 +374,6 @@ CREATOR_POLL_MS = env_int("CREATOR_POLL_MS", 3000, minimum=100)
 CREATOR_USE_SSE = env_bool("CREATOR_USE_SSE", True)
 
 # --- Webhooks (see webhooks/) ------------------------------------------------
-
-
-def env_schedule(name: str, default: str) -> list[float]:
-    """Seconds between attempts, comma-separated, each a positive number."""
-    raw = env_str(name, default)
-    try:
-        schedule = [float(item) for item in raw.split(",") if item.strip()]
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"{name} must be seconds separated by commas, not {raw!r}."
-        ) from None
-    if any(seconds <= 0 for seconds in schedule):
-        raise ImproperlyConfigured(f"{name} must hold positive numbers of seconds, not {raw!r}.")
-    return schedule
-
 
 # A failed delivery is tried again after each of these waits in turn, then given
 # up: the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).

@@ -21,10 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
@@ -44,11 +42,10 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from projects.models import VideoProject
-from webhooks import outbox, sending
+from webhooks import endpoints
 from webhooks.addresses import RefusedAddress, check_url
 from webhooks.models import EVENT_TYPES, Delivery, DeliveryState, Endpoint, EventType
 
-TURNED_OFF_BY_OPERATOR = "Turned off by an operator."
 ENDPOINT_OFF = "Its endpoint is turned off: turn the endpoint back on before sending to it again."
 # The newest few on an endpoint's page; the rest are in the deliveries list, filtered.
 RECENT_DELIVERIES = 20
@@ -131,14 +128,15 @@ class EndpointAddForm(forms.ModelForm):
     def clean_owner(self) -> Any:
         owner = self.cleaned_data["owner"]
         # The admin's add view runs in a transaction: the owner's row stays locked
-        # until the endpoint is saved, as the API's create does, so an operator and
-        # the owner adding at once cannot both take the last place.
-        get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
-        limit = settings.WEBHOOK_MAX_ENDPOINTS
-        if Endpoint.objects.filter(owner=owner).count() >= limit:
+        # until the endpoint is saved, so an operator and the owner adding at once
+        # cannot both take the last place.
+        try:
+            endpoints.check_room(owner.pk)
+        except endpoints.TooManyEndpoints as refused:
             raise forms.ValidationError(
-                f"{owner.get_username()} has {limit} endpoints already, the most a user may have."
-            )
+                f"{owner.get_username()} has {refused.limit} endpoints already, "
+                "the most a user may have."
+            ) from None
         return owner
 
 
@@ -208,8 +206,8 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def has_switch_permission(self, request: HttpRequest) -> bool:
         """Who may turn endpoints off and on: those Django would let change one."""
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+        # Django's own test, which this read-only admin's has_change_permission turns off.
+        return super().has_change_permission(request)
 
     def get_fieldsets(self, request: HttpRequest, obj: Endpoint | None = None) -> Any:
         return self.add_fieldsets if obj is None else self.view_fieldsets
@@ -368,13 +366,9 @@ class EndpointAdmin(admin.ModelAdmin):
 
 def _turn_off(endpoint: Endpoint) -> str | None:
     """As the owner's PATCH {"enabled": false}: its waiting messages stop. None if already off."""
-    now = timezone.now()
-    switched = Endpoint.objects.filter(pk=endpoint.pk, disabled_at__isnull=True).update(
-        disabled_at=now, disabled_reason=TURNED_OFF_BY_OPERATOR, updated_at=now
-    )
-    if not switched:
+    given_up = endpoints.turn_off(endpoint.pk, endpoints.TURNED_OFF_BY_OPERATOR)
+    if given_up is None:
         return None
-    given_up = sending.give_up_pending(endpoint.pk)
     waiting = f"{given_up} waiting message{'' if given_up == 1 else 's'}"
     return (
         f"The endpoint {_named(endpoint)} is turned off; {waiting} will not be sent "
@@ -384,10 +378,7 @@ def _turn_off(endpoint: Endpoint) -> str | None:
 
 def _turn_on(endpoint: Endpoint) -> str | None:
     """As the owner's PATCH {"enabled": true}: the failures before are history. None if on."""
-    switched = Endpoint.objects.filter(pk=endpoint.pk, disabled_at__isnull=False).update(
-        disabled_at=None, disabled_reason="", failing_since=None, updated_at=timezone.now()
-    )
-    if not switched:
+    if not endpoints.turn_on(endpoint.pk):
         return None
     return f"The endpoint {_named(endpoint)} is on again; new events will be sent to it."
 
@@ -481,8 +472,8 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         """Who may send a message again: those Django would let change one."""
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+        # Django's own test, which this read-only admin's has_change_permission turns off.
+        return super().has_change_permission(request)
 
     # --- what the list and the page show -----------------------------------------------
 
@@ -634,13 +625,9 @@ class DeliveryAdmin(admin.ModelAdmin):
     def _send_again(self, request: HttpRequest, delivery: Delivery) -> bool:
         """Resend one message and record it; False if its endpoint is turned off."""
         with transaction.atomic():
-            # Locked, so a Turn off running now waits and then gives this message up
-            # with the others, rather than missing the one this puts back.
-            on = Endpoint.objects.select_for_update().filter(
-                pk=delivery.endpoint_id, disabled_at__isnull=True
-            )
-            if on.first() is None:
+            try:
+                endpoints.resend(delivery)
+            except endpoints.EndpointOff:
                 return False
-            outbox.resend(delivery)
             self.log_change(request, delivery, "Sent again by hand.")
         return True

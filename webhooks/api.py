@@ -6,15 +6,11 @@ secret is in the answer only when it is made (create, rotate).
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Prefetch
 from django.urls import reverse
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework import status as http
@@ -24,10 +20,10 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from projects.api.serializers import ErrorSerializer, StrictSerializer, plain
-from webhooks import outbox, sending
+from projects.api.serializers import PLAIN_CODE, ErrorSerializer, StrictSerializer, plain
+from webhooks import endpoints
 from webhooks.addresses import RefusedAddress, check_url
-from webhooks.models import EVENT_TYPES, Attempt, Delivery, DeliveryState, Endpoint, new_secret
+from webhooks.models import EVENT_TYPES, Attempt, Delivery, DeliveryState, Endpoint
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid input; nothing was changed."),
@@ -63,9 +59,7 @@ class EndpointInputSerializer(StrictSerializer):
         try:
             check_url(url.strip())
         except RefusedAddress as refused:
-            message = str(refused)
-            plain({"url": message})
-            raise serializers.ValidationError(message) from None
+            raise serializers.ValidationError(str(refused), code=PLAIN_CODE) from None
         return url.strip()
 
     def validate_events(self, events: set[str]) -> list[str]:
@@ -172,35 +166,18 @@ class EndpointsView(GenericAPIView):
     def post(self, request: Request) -> Response:
         given = self.get_serializer(data=request.data)
         given.is_valid(raise_exception=True)
-        fields = given.validated_data
-        with transaction.atomic():
-            # One at a time per user: two creates cannot both take the last place.
-            get_user_model().objects.select_for_update().filter(pk=request.user.pk).first()
-            if (
-                Endpoint.objects.filter(owner=request.user).count()
-                >= settings.WEBHOOK_MAX_ENDPOINTS
-            ):
-                raise serializers.ValidationError(
-                    f"You have {settings.WEBHOOK_MAX_ENDPOINTS} endpoints already; "
-                    "delete one before adding another."
-                )
-            endpoint = Endpoint.objects.create(
-                owner=request.user,
-                url=fields["url"],
-                events=fields.get("events", EVENT_TYPES),
-                description=fields.get("description", ""),
-                disabled_at=None if fields.get("enabled", True) else timezone.now(),
-                disabled_reason="" if fields.get("enabled", True) else TURNED_OFF,
-            )
+        try:
+            endpoint = endpoints.create(request.user.pk, **given.validated_data)
+        except endpoints.TooManyEndpoints as refused:
+            raise serializers.ValidationError(
+                f"You have {refused.limit} endpoints already; delete one before adding another."
+            ) from None
         location = request.build_absolute_uri(reverse("webhook", args=[endpoint.pk]))
         return Response(
             endpoint_body(request, endpoint, secret=endpoint.secret),
             status=http.HTTP_201_CREATED,
             headers={"Location": location},
         )
-
-
-TURNED_OFF = "Turned off by you."
 
 
 class EndpointView(GenericAPIView):
@@ -227,16 +204,12 @@ class EndpointView(GenericAPIView):
         changes = dict(given.validated_data)
         enabled = changes.pop("enabled", None)
         with transaction.atomic():
-            for name, value in changes.items():
-                setattr(endpoint, name, value)
-            if enabled is True and not endpoint.enabled:
-                # Back on: the failures before are history, not a day of failing.
-                endpoint.disabled_at, endpoint.disabled_reason = None, ""
-                endpoint.failing_since = None
-            elif enabled is False and endpoint.enabled:
-                endpoint.disabled_at, endpoint.disabled_reason = timezone.now(), TURNED_OFF
-                sending.give_up_pending(endpoint.pk)
-            endpoint.save()
+            endpoint = endpoints.edit(endpoint, changes)
+            if enabled is True:
+                endpoints.turn_on(endpoint.pk)
+            elif enabled is False:
+                endpoints.turn_off(endpoint.pk, endpoints.TURNED_OFF_BY_OWNER)
+            endpoint.refresh_from_db()
         return Response(endpoint_body(request, endpoint))
 
     @extend_schema(
@@ -259,14 +232,7 @@ class RotateSecretView(GenericAPIView):
         responses={200: EndpointWithSecretSerializer, **ERRORS},
     )
     def post(self, request: Request, endpoint_id: Any) -> Response:
-        endpoint = owned_endpoint(request, endpoint_id)
-        grace = timedelta(seconds=settings.WEBHOOK_SECRET_GRACE_SECONDS)
-        with transaction.atomic():
-            endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
-            endpoint.previous_secret = endpoint.secret
-            endpoint.previous_secret_expires_at = timezone.now() + grace
-            endpoint.secret = new_secret()
-            endpoint.save()
+        endpoint = endpoints.rotate_secret(owned_endpoint(request, endpoint_id))
         return Response(endpoint_body(request, endpoint, secret=endpoint.secret))
 
 
@@ -306,7 +272,8 @@ class ResendView(GenericAPIView):
         delivery = Delivery.objects.filter(pk=delivery_id, endpoint=endpoint).first()
         if delivery is None:
             raise NotFound("No such message of this endpoint.")
-        if not endpoint.enabled:
-            raise EndpointOff()
-        delivery = outbox.resend(delivery)
+        try:
+            delivery = endpoints.resend(delivery)
+        except endpoints.EndpointOff:
+            raise EndpointOff() from None
         return Response(delivery.to_dict(list(delivery.attempt_set.all())), status=202)

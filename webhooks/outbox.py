@@ -91,12 +91,16 @@ def send(delivery_id: str, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     if not Delivery.objects.due(now).filter(pk=delivery_id).update(sent_at=now):
         return False  # not due, already sent, or another sweeper sent it a moment ago
+    return _hand_to_broker(delivery_id, now)
+
+
+def _hand_to_broker(delivery_id: str, sent_at: datetime, by_hand: bool = False) -> bool:
+    """The task of the message's attempt; on a broker error it is due again at once."""
     try:
-        async_task(DELIVER_TASK, delivery_id, cluster=settings.WEBHOOK_QUEUE)
+        async_task(DELIVER_TASK, delivery_id, by_hand=by_hand, cluster=settings.WEBHOOK_QUEUE)
     except Exception:
-        # Due again at once: the next sweep sends it once the broker answers.
-        Delivery.objects.filter(pk=delivery_id, sent_at=now).update(sent_at=None)
-        logger.warning("Could not queue webhook message %s; will retry", delivery_id)
+        Delivery.objects.filter(pk=delivery_id, sent_at=sent_at).update(sent_at=None)
+        logger.warning("Could not queue webhook message %s; the relay will send it", delivery_id)
         return False
     return True
 
@@ -115,14 +119,6 @@ def resend(delivery: Delivery) -> Delivery:
         Delivery.objects.filter(pk=delivery.pk).update(
             state=DeliveryState.PENDING, next_attempt_at=now, sent_at=now, delivered_at=None
         )
-        transaction.on_commit(partial(_send_by_hand, delivery.pk, now))
+        transaction.on_commit(partial(_hand_to_broker, delivery.pk, now, by_hand=True))
     delivery.refresh_from_db()
     return delivery
-
-
-def _send_by_hand(delivery_id: str, sent_at: datetime) -> None:
-    try:
-        async_task(DELIVER_TASK, delivery_id, by_hand=True, cluster=settings.WEBHOOK_QUEUE)
-    except Exception:
-        Delivery.objects.filter(pk=delivery_id, sent_at=sent_at).update(sent_at=None)
-        logger.warning("Could not queue webhook message %s; the relay will send it", delivery_id)

@@ -28,6 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from webhooks import endpoints
 from webhooks.addresses import RefusedAddress, connection_for
 from webhooks.models import Attempt, Delivery, DeliveryState, Endpoint
 
@@ -180,12 +181,8 @@ def _next_attempt(failed_attempts: int, now: datetime) -> dict[str, object]:
 
 def _note_failure(endpoint_id: object, now: datetime) -> None:
     Endpoint.objects.filter(pk=endpoint_id, failing_since__isnull=True).update(failing_since=now)
-    limit = now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_SECONDS)
-    failing = Endpoint.objects.filter(
-        pk=endpoint_id, disabled_at__isnull=True, failing_since__lte=limit
-    )
-    if failing.update(disabled_at=now, disabled_reason=_disabled_reason()):
-        give_up_pending(endpoint_id)
+    a_day_ago = now - timedelta(seconds=settings.WEBHOOK_DISABLE_AFTER_SECONDS)
+    endpoints.turn_off(endpoint_id, _disabled_reason(), only_if=Q(failing_since__lte=a_day_ago))
 
 
 def _disabled_reason() -> str:
@@ -194,11 +191,4 @@ def _disabled_reason() -> str:
     return (
         f"Turned off: every delivery failed for {span}. "
         "Fix the receiver, then turn the endpoint back on."
-    )
-
-
-def give_up_pending(endpoint_id: object) -> int:
-    """The endpoint was turned off: its waiting messages stop (they can be re-sent by hand)."""
-    return Delivery.objects.filter(endpoint_id=endpoint_id, state=DeliveryState.PENDING).update(
-        state=DeliveryState.FAILED, next_attempt_at=None, sent_at=None
     )

@@ -26,7 +26,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from credits.ledger import InsufficientCredits
-from projects.api.serializers import PLAIN_MESSAGES
+from projects.api.serializers import PLAIN_CODE, PLAIN_MESSAGES
 from projects.api.throttles import throttled_message
 from projects.lifecycle import Conflict, IdempotencyKeyReused
 
@@ -107,11 +107,12 @@ def _flatten(errors: Any, path: str) -> Iterator[tuple[str, str]]:
             nested = isinstance(error, dict | list)
             yield from _flatten(error, f"{path}[{index}]" if nested else path)
     else:
-        yield path, str(errors)
+        # An ErrorDetail stays one, keeping its code (PLAIN_CODE).
+        yield path, errors if isinstance(errors, str) else str(errors)
 
 
 def _sentence(path: str, message: str) -> str:
-    if message not in PLAIN_MESSAGES:
+    if message not in PLAIN_MESSAGES and getattr(message, "code", None) != PLAIN_CODE:
         return message if path == NON_FIELD else f"{path}: {message}"
     scene = SCENE_PATH.match(path)
     if scene is None:

@@ -29,6 +29,9 @@ MIN_BRIEF = 10
 # as its `detail` as it is. Any other message (DRF's own, a validator's) is shown
 # after the name of its field (projects/api/errors.py).
 PLAIN_MESSAGES: set[str] = set()
+# A sentence made at request time (it names what the person sent) is raised with this
+# code instead of joining PLAIN_MESSAGES, which would grow with every request.
+PLAIN_CODE = "plain"
 
 
 def plain(messages: dict[str, str]) -> dict[str, str]:
